@@ -1,0 +1,1 @@
+"""The `avel-fast` command line (SPEC §10)."""

@@ -1,0 +1,20 @@
+"""Root of the `avel-fast` command: sub-commands live in sibling modules."""
+import typer
+
+from avel_fast.cli.env import env
+
+app = typer.Typer(
+    name="avel-fast",
+    help="Audio-visual event localization: data, training and evaluation of DPNet and EDRNet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Audio-visual event localization: data, training and evaluation of DPNet and EDRNet."""
+
+
+app.command("env")(env)
