@@ -1,0 +1,82 @@
+"""Labels rebuilt from the real `Annotations.txt` agree with the released h5 label files (SPEC §3.2)."""
+import h5py
+import numpy as np
+import pytest
+
+from avel_fast.constants import BACKGROUND, CLASS_NAMES
+from avel_fast.data import AVEFormatError, AVEFormatWarning, read_annotations, read_split
+
+ZERO_LENGTH_VIDEO = 26  # line 27 of the real file: "Church bell&VWi2ENBuTbw&good&0&0"
+
+
+def _h5(path):
+    with h5py.File(path, "r") as f:
+        return f["avadataset"][()]
+
+
+@pytest.fixture(scope="module")
+def real_labels(real_ave_dir):
+    with pytest.warns(AVEFormatWarning, match="line 27"):
+        return read_annotations(real_ave_dir / "Annotations.txt")
+
+
+def test_class_order_is_first_appearance(real_labels):
+    labels, names = real_labels
+    assert labels.shape == (4143, 10) and labels.dtype == np.int64
+    assert tuple(names) == CLASS_NAMES
+
+
+def test_agrees_with_labels_closs(real_labels, real_ave_dir):
+    labels, _ = real_labels
+    closs = _h5(real_ave_dir / "labels_closs.h5")
+    np.testing.assert_array_equal(labels != BACKGROUND, closs == 1)
+
+
+def test_agrees_with_mil_labels(real_labels, real_ave_dir):
+    labels, _ = real_labels
+    mil = _h5(real_ave_dir / "mil_labels.h5")
+    assert mil.shape == (4143, 29)
+    event_class = labels.min(axis=1)  # one event per video; background (28) is the largest index
+    has_event = event_class != BACKGROUND
+    assert has_event.sum() == 4142
+    np.testing.assert_array_equal(mil.argmax(axis=1)[has_event], event_class[has_event])
+    np.testing.assert_array_equal(mil.sum(axis=1), np.ones(4143))
+    assert mil[ZERO_LENGTH_VIDEO, 0] == 1  # the video keeps its class at video level
+    assert (labels[ZERO_LENGTH_VIDEO] == BACKGROUND).all()
+
+
+def test_zero_length_event_is_a_warning_not_an_error(real_ave_dir):
+    with pytest.warns(AVEFormatWarning) as record:
+        read_annotations(real_ave_dir / "Annotations.txt")
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 1 and "line 27 (video 26, 'Church bell')" in messages[0]
+
+
+def test_splits_partition_all_videos(real_ave_dir):
+    splits = [read_split(real_ave_dir / f"{name}_order.h5", num_videos=4143) for name in ("train", "val", "test")]
+    assert [s.size for s in splits] == [3339, 402, 402]
+    assert all(s.dtype == np.int64 for s in splits)
+    np.testing.assert_array_equal(np.sort(np.concatenate(splits)), np.arange(4143))
+
+
+def test_header_line_is_tolerated(tmp_path):
+    path = tmp_path / "Annotations.txt"
+    path.write_text("Category&VideoID&Quality&StartTime&EndTime\nBark&a&good&2&5\nCat&b&good&0&10\nBark&c&good&9&10\n")
+    labels, names = read_annotations(path)
+    assert names == ["Bark", "Cat"]
+    np.testing.assert_array_equal(
+        labels,
+        [[28, 28, 0, 0, 0, 28, 28, 28, 28, 28], [1] * 10, [28] * 9 + [0]],
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [("Bark&a&good&5&3", "not within"), ("Bark&a&good&2", "expected 5"), ("Bark&a&good&x&3", "not integers")],
+)
+def test_malformed_line_names_the_line(tmp_path, line, problem):
+    path = tmp_path / "Annotations.txt"
+    path.write_text(f"Cat&b&good&0&10\n{line}\n")
+    with pytest.raises(AVEFormatError, match=problem) as info:
+        read_annotations(path)
+    assert info.value.file == str(path) and info.value.dataset == "line 2"
