@@ -1,0 +1,25 @@
+"""Paper-faithful reference implementations in plain PyTorch (SPEC §4-5): readable, each citing its equations.
+
+These are the ground truth the fast modules of `avel_fast.nn` / `avel_fast.models` are tested against.
+"""
+from avel_fast.reference.dpnet import DPBlock, DPNet, TemporalConv
+from avel_fast.reference.edrnet import EDRNet, sinusoidal_positional_encoding
+from avel_fast.reference.fusion import GatedFusion
+from avel_fast.reference.lss import LSSLoss
+from avel_fast.reference.mil import mil_loss, mil_pool
+from avel_fast.reference.rgct import RELATIONS, RGCT, neighborhood_aggregation
+
+__all__ = [
+    "RELATIONS",
+    "RGCT",
+    "DPBlock",
+    "DPNet",
+    "EDRNet",
+    "GatedFusion",
+    "LSSLoss",
+    "TemporalConv",
+    "mil_loss",
+    "mil_pool",
+    "neighborhood_aggregation",
+    "sinusoidal_positional_encoding",
+]
