@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, VISUAL_SHAPE
-from avel_fast.nn.patch import patch
+from avel_fast.nn.patching import patch
 from avel_fast.reference import dpnet as reference
 
 

@@ -5,7 +5,7 @@
 from avel_fast.nn.dpnet import DPBlock, TemporalConv
 from avel_fast.nn.fusion import GatedFusion
 from avel_fast.nn.lss import LSSLoss
-from avel_fast.nn.patch import patch, unpatch
+from avel_fast.nn.patching import patch, unpatch
 from avel_fast.nn.rgct import RGCT
 
 __all__ = ["RGCT", "DPBlock", "GatedFusion", "LSSLoss", "TemporalConv", "patch", "unpatch"]
