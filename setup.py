@@ -11,8 +11,8 @@ packages += ["avel_fast.kernels", "avel_fast.cli"]
 
 sampler = Pybind11Extension(
     "avel_fast._sampler",
-    sources=["csrc/module.cpp"],
-    depends=["csrc/rng.hpp"],
+    sources=["csrc/module.cpp", "csrc/smb.cpp", "csrc/replica.cpp"],
+    depends=["csrc/rng.hpp", "csrc/labels.hpp", "csrc/smb.hpp", "csrc/replica.hpp"],
     include_dirs=["csrc"],
     cxx_std=17,
     extra_compile_args=["-O3"],

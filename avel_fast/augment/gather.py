@@ -1,0 +1,53 @@
+"""Build fused or replica features on the features' device from sampler indices (SPEC §6: one gather)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from avel_fast.augment._inputs import as_numpy
+
+
+def _index_tensor(values, name: str, device: torch.device) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        if values.dtype.is_floating_point or values.dtype == torch.bool or values.is_complex():
+            raise ValueError(f"{name} must be an integer array, got dtype {values.dtype}")
+        return values.to(device=device, dtype=torch.int64)
+    array = as_numpy(values)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array, got dtype {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(device, non_blocking=True)
+
+
+def gather_segments(features: torch.Tensor, video_idx, segment_idx) -> torch.Tensor:
+    """``out[m, j] = features[video_idx[m, j], segment_idx[m, j]]`` by one flat ``index_select``.
+
+    `features` is ``[V, T, ...]`` (audio ``[V, T, 128]``, pooled visual ``[V, T, 512]``, maps
+    ``[V, T, 7, 7, 512]``, labels ``[V, T]``); the indices (numpy or tensors, any device) have one shape
+    ``[M, T']`` and are range-checked (a device sync for CUDA index tensors). Returns ``[M, T', ...]`` on
+    the features' device and dtype.
+    """
+    if features.dim() < 2:
+        raise ValueError(f"features must have shape [videos, segments, ...], got {tuple(features.shape)}")
+    videos = _index_tensor(video_idx, "video_idx", features.device)
+    segments = _index_tensor(segment_idx, "segment_idx", features.device)
+    if videos.shape != segments.shape or videos.dim() != 2:
+        raise ValueError(
+            f"video_idx and segment_idx must share one shape [M, T], got {tuple(videos.shape)} and {tuple(segments.shape)}"
+        )
+    num_videos, num_segments = features.shape[:2]
+    for name, index, bound in (("video_idx", videos, num_videos), ("segment_idx", segments, num_segments)):
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= bound):
+            raise ValueError(f"{name} must be in 0..{bound - 1}, got values in {int(index.min())}..{int(index.max())}")
+    flat = (videos * num_segments + segments).reshape(-1)
+    gathered = features.flatten(0, 1).index_select(0, flat)
+    return gathered.reshape(*videos.shape, *features.shape[2:])
+
+
+def interleave(originals: torch.Tensor, replicas: torch.Tensor) -> torch.Tensor:
+    """``[2B, ...]`` with rows ``2i = originals[i]`` and ``2i+1 = replicas[i]``: the Link layout of the RGCT
+    with ``group_size=2`` (DPNet §3.4), each original next to its replica."""
+    if originals.shape != replicas.shape:
+        raise ValueError(
+            f"originals and replicas must have the same shape, got {tuple(originals.shape)} and {tuple(replicas.shape)}"
+        )
+    return torch.stack((originals, replicas), dim=1).flatten(0, 1)

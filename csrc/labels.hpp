@@ -1,0 +1,36 @@
+// Label sequences as the samplers read them (SPEC §3.1): int64 [V, T], 0..27 event classes, 28 = background.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace avel {
+
+constexpr int64_t kNumEventClasses = 28;
+constexpr int64_t kBackground = 28;
+
+// A read-only row-major [videos, segments] view of validated labels.
+struct LabelView {
+    const int64_t* data;
+    int64_t videos;
+    int64_t segments;
+
+    const int64_t* row(int64_t v) const { return data + v * segments; }
+};
+
+// Checks T >= 2 and every value in 0..28 (dtype and rank are checked by the binding); the messages are
+// those of avel_fast.reference.augment.check_labels.
+inline LabelView checked_labels(const int64_t* data, int64_t videos, int64_t segments) {
+    if (segments < 2) {
+        throw std::invalid_argument("labels must have at least 2 segments per video, got " + std::to_string(segments));
+    }
+    for (int64_t i = 0; i < videos * segments; ++i) {
+        if (data[i] < 0 || data[i] > kBackground) {
+            throw std::invalid_argument("labels must be in 0..28 (28 = background), got " + std::to_string(data[i]) +
+                                        " at [" + std::to_string(i / segments) + ", " + std::to_string(i % segments) + "]");
+        }
+    }
+    return {data, videos, segments};
+}
+
+}  // namespace avel
