@@ -26,8 +26,9 @@ inline LabelView checked_labels(const int64_t* data, int64_t videos, int64_t seg
     }
     for (int64_t i = 0; i < videos * segments; ++i) {
         if (data[i] < 0 || data[i] > kBackground) {
+            const std::string where = "[" + std::to_string(i / segments) + ", " + std::to_string(i % segments) + "]";
             throw std::invalid_argument("labels must be in 0..28 (28 = background), got " + std::to_string(data[i]) +
-                                        " at [" + std::to_string(i / segments) + ", " + std::to_string(i % segments) + "]");
+                                        " at " + where);
         }
     }
     return {data, videos, segments};

@@ -43,7 +43,8 @@ py::array_t<int64_t> below_stream(uint64_t seed, py::array_t<int64_t, py::array:
 Int64Array integer_array(const py::array& array, const char* name, py::ssize_t ndim, const char* rank_message) {
     const char kind = array.dtype().kind();
     if (kind != 'i' && kind != 'u') {
-        throw py::value_error(std::string(name) + " must be an integer array, got dtype " + py::str(array.dtype()).cast<std::string>());
+        const std::string dtype = py::str(array.dtype());
+        throw py::value_error(std::string(name) + " must be an integer array, got dtype " + dtype);
     }
     if (array.ndim() != ndim) throw py::value_error(std::string(name) + rank_message + std::to_string(array.ndim()));
     return Int64Array::ensure(array);
@@ -63,15 +64,18 @@ py::tuple smb_fusion(const py::array& labels_in, int64_t per_class, uint64_t see
     const py::ssize_t rows = avel::kNumEventClasses * std::max<int64_t>(per_class, 0);
     py::array_t<int64_t> video({rows, static_cast<py::ssize_t>(view.segments)});
     py::array_t<int64_t> segment(video.request().shape), label(video.request().shape), state(video.request().shape);
-    const avel::smb::Output out{video.mutable_data(), segment.mutable_data(), label.mutable_data(), state.mutable_data()};
+    const avel::smb::Output out{video.mutable_data(), segment.mutable_data(), label.mutable_data(),
+                                state.mutable_data()};
     try {
         py::gil_scoped_release release;
         avel::smb::fuse(view, per_class, seed, threads, out);
     } catch (const avel::smb::ClassError& error) {
-        const auto name = py::module_::import("avel_fast.constants").attr("CLASS_NAMES")[py::int_(error.event_class)].cast<std::string>();
+        const py::object names = py::module_::import("avel_fast.constants").attr("CLASS_NAMES");
+        const std::string name = py::str(names[py::int_(error.event_class)]);
         const std::string which = "event class " + std::to_string(error.event_class) + " (" + name + ")";
         if (error.absent) throw py::value_error(which + " has no videos in labels: SMB fusion needs every event class");
-        throw py::value_error(which + ": its videos yield no valid " + std::to_string(view.segments) + "-segment SMB state sequence");
+        throw py::value_error(which + ": its videos yield no valid " + std::to_string(view.segments) +
+                              "-segment SMB state sequence");
     }
     return py::make_tuple(video, segment, label, state);
 }
@@ -79,7 +83,8 @@ py::tuple smb_fusion(const py::array& labels_in, int64_t per_class, uint64_t see
 py::array_t<int64_t> smb_database_sizes(const py::array& labels_in) {
     const Int64Array labels = labels_array(labels_in);
     const avel::smb::Databases db = avel::smb::build_databases(label_view(labels));
-    py::array_t<int64_t> sizes({static_cast<py::ssize_t>(avel::kNumEventClasses), static_cast<py::ssize_t>(avel::smb::kNumStates)});
+    py::array_t<int64_t> sizes({static_cast<py::ssize_t>(avel::kNumEventClasses),
+                                static_cast<py::ssize_t>(avel::smb::kNumStates)});
     int64_t* out = sizes.mutable_data();
     for (size_t i = 0; i < db.entries.size(); ++i) out[i] = static_cast<int64_t>(db.entries[i].size());
     return sizes;

@@ -93,14 +93,18 @@ Sampler::Sampler(const LabelView& labels) : videos_(labels.videos), segments_(la
             while (u < T && row[u] == kBackground) ++u;
             for (int64_t c : classes) {
                 for (int64_t window = 1; window <= u - t; ++window) {
-                    for (int64_t s = t; s <= u - window; ++s) buckets[key(kBackgroundRun, c, window)].push_back(v * T + s);
+                    for (int64_t s = t; s <= u - window; ++s) {
+                        buckets[key(kBackgroundRun, c, window)].push_back(v * T + s);
+                    }
                 }
             }
             t = u;
         }
     }
     key_offsets_.assign(num_keys + 1, 0);
-    for (int64_t k = 0; k < num_keys; ++k) key_offsets_[k + 1] = key_offsets_[k] + static_cast<int64_t>(buckets[k].size());
+    for (int64_t k = 0; k < num_keys; ++k) {
+        key_offsets_[k + 1] = key_offsets_[k] + static_cast<int64_t>(buckets[k].size());
+    }
     entries_.reserve(key_offsets_.back());
     for (const auto& bucket : buckets) entries_.insert(entries_.end(), bucket.begin(), bucket.end());
 
@@ -149,7 +153,8 @@ Sampler::Draw Sampler::draw(int64_t k, int64_t video, int64_t dst, int64_t lengt
     return {dst, length, key_offsets_[k], count, lo, hi};
 }
 
-void Sampler::sample(const int64_t* batch, int64_t batch_size, uint64_t seed, int64_t* video_out, int64_t* segment_out) const {
+void Sampler::sample(const int64_t* batch, int64_t batch_size, uint64_t seed, int64_t* video_out,
+                     int64_t* segment_out) const {
     for (int64_t i = 0; i < batch_size; ++i) {
         if (batch[i] < 0 || batch[i] >= videos_) {
             throw std::invalid_argument("batch_video_idx must be in 0.." + std::to_string(videos_ - 1) + ", got " +

@@ -27,7 +27,8 @@ public:
     explicit Sampler(const LabelView& labels);
 
     // Step 4: one replica per batch row into row-major [batch_size, T] outputs; checks the indices first.
-    void sample(const int64_t* batch, int64_t batch_size, uint64_t seed, int64_t* video_out, int64_t* segment_out) const;
+    void sample(const int64_t* batch, int64_t batch_size, uint64_t seed, int64_t* video_out,
+                int64_t* segment_out) const;
 
     // Entries per piece type and event class (all lengths together): [kNumPieceTypes][kNumEventClasses].
     std::vector<int64_t> database_sizes() const;

@@ -36,7 +36,8 @@ public:
             for (int h = 0; h < 2; ++h) {
                 for (int s = 0; s < kNumStates; ++s) {
                     const int64_t q = p + kLength[s];
-                    if (db.at(event_class, s).empty() || q > T_ || (s == kStart1 && p != 0) || (s == kEnd1 && q != T_)) continue;
+                    const bool misplaced = (s == kStart1 && p != 0) || (s == kEnd1 && q != T_);
+                    if (db.at(event_class, s).empty() || q > T_ || misplaced) continue;
                     const int started = (h || is_start(s)) ? 1 : 0;
                     bool ok = false;
                     if (q == T_) {
@@ -159,7 +160,9 @@ void fuse(const LabelView& labels, int64_t per_class, uint64_t seed, int threads
     }
     const int workers = std::max(1, std::min<int>(threads, kNumEventClasses));
     auto run = [&](int worker) {
-        for (int64_t e = worker; e < kNumEventClasses; e += workers) fuse_class(labels, db, tables[e], e, per_class, seed, out);
+        for (int64_t e = worker; e < kNumEventClasses; e += workers) {
+            fuse_class(labels, db, tables[e], e, per_class, seed, out);
+        }
     };
     if (workers == 1) {
         run(0);

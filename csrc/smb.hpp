@@ -19,15 +19,16 @@ struct Databases {
     std::vector<std::vector<int64_t>> entries;  // [event class * kNumStates + state]
     std::array<bool, kNumEventClasses> present{};
 
-    const std::vector<int64_t>& at(int64_t event_class, int state) const { return entries[event_class * kNumStates + state]; }
+    const std::vector<int64_t>& at(int64_t event_class, int state) const {
+        return entries[event_class * kNumStates + state];
+    }
 };
 
 Databases build_databases(const LabelView& labels);
 
 // An event class that cannot be fused (absent, or no valid sequence): the binding names it in a ValueError.
 struct ClassError : std::runtime_error {
-    ClassError(int64_t event_class, bool absent)
-        : std::runtime_error("SMB class error"), event_class(event_class), absent(absent) {}
+    ClassError(int64_t cls, bool no_videos) : std::runtime_error("SMB class error"), event_class(cls), absent(no_videos) {}
     int64_t event_class;
     bool absent;
 };

@@ -46,7 +46,8 @@ def test_interleave_link_layout():
         (torch.zeros(2, 3), [[0, 2]], [[0, 1]], r"video_idx must be in 0..1, got values in 0..2"),
         (torch.zeros(2, 3), [[0, 1]], [[-1, 1]], r"segment_idx must be in 0..2, got values in -1..1"),
         (torch.zeros(2, 3), [[0.0, 1.0]], [[0, 1]], "video_idx must be an integer array, got dtype float64"),
-        (torch.zeros(2, 3), [[0, 1]], torch.tensor([[0.5, 1.0]]), "segment_idx must be an integer array, got dtype torch.float32"),
+        (torch.zeros(2, 3), [[0, 1]], torch.tensor([[0.5, 1.0]]),
+         "segment_idx must be an integer array, got dtype torch.float32"),
     ],
 )
 def test_gather_bad_inputs(features, video, segment, message):

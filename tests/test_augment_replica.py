@@ -59,7 +59,8 @@ def test_cpp_equals_python(case):
          [(BACKGROUND_RUN, 5, 0, 2), (START_BORDER, 5, 2, 2), (CONTINUE, 5, 4, 2), (END_BORDER, 5, 6, 2),
           (BACKGROUND_RUN, 5, 8, 2)]),
         # a one-segment gap goes to the earlier event's end; the next start is then the open variant
-        ([5, 5, B, 5, 5, B], [(START_OPEN, 5, 0, 1), (END_BORDER, 5, 1, 2), (START_OPEN, 5, 3, 1), (END_BORDER, 5, 4, 2)]),
+        ([5, 5, B, 5, 5, B],
+         [(START_OPEN, 5, 0, 1), (END_BORDER, 5, 1, 2), (START_OPEN, 5, 3, 1), (END_BORDER, 5, 4, 2)]),
         ([B, 7, B, B], [(START_BORDER, 7, 0, 2), (BACKGROUND_RUN, 7, 2, 2)]),  # a one-segment run is a start
         ([3, 3, 9, 9, B], [(START_OPEN, 3, 0, 1), (END_OPEN, 3, 1, 1), (START_OPEN, 9, 2, 1), (END_BORDER, 9, 3, 2)]),
         ([B, 2, 2, 2, B, 4, 4], [(START_BORDER, 2, 0, 2), (CONTINUE, 2, 2, 1), (END_BORDER, 2, 3, 2),
@@ -136,9 +137,11 @@ def test_real_training_replicas(train_labels, capsys):
         assert (segment[start & (t == 0)] == 0).all() and (segment[end & (t == T - 1)] == T - 1).all()
         border_start = start & (prev == B)  # [BG, FG] drawn as one two-segment unit
         rows, cols = np.nonzero(border_start)
-        assert (video[rows, cols - 1] == video[rows, cols]).all() and (segment[rows, cols - 1] + 1 == segment[rows, cols]).all()
-        rows, cols = np.nonzero(end & ~start & (nxt == B))
-        assert (video[rows, cols + 1] == video[rows, cols]).all() and (segment[rows, cols + 1] == segment[rows, cols] + 1).all()
+        assert (video[rows, cols - 1] == video[rows, cols]).all()
+        assert (segment[rows, cols - 1] + 1 == segment[rows, cols]).all()
+        rows, cols = np.nonzero(end & ~start & (nxt == B))  # [FG, BG] likewise
+        assert (video[rows, cols + 1] == video[rows, cols]).all()
+        assert (segment[rows, cols + 1] == segment[rows, cols] + 1).all()
         background = ~is_event
         assert (video_class[video][background] == np.broadcast_to(video_class[:, None], video.shape)[background]).all()
         # from another video, except the one background-only video, which is kept as it is

@@ -97,7 +97,8 @@ def test_single_possible_sequence_by_hand():
     labels[:, 1:3] = np.arange(NUM_EVENT_CLASSES)[:, None]
     fused = smb_fusion(labels, per_class=3, seed=11)
     e = np.repeat(np.arange(NUM_EVENT_CLASSES), 3)
-    np.testing.assert_array_equal(fused.labels, np.stack([np.full_like(e, BACKGROUND), e, e, np.full_like(e, BACKGROUND)], 1))
+    background = np.full_like(e, BACKGROUND)
+    np.testing.assert_array_equal(fused.labels, np.stack([background, e, e, background], 1))
     np.testing.assert_array_equal(fused.video_idx, np.repeat(e[:, None], 4, axis=1))
     # [BG, FG] from segments 0, 1 and [FG, BG] from segments 2, 3 of the class's video
     np.testing.assert_array_equal(fused.segment_idx, np.tile([0, 1, 2, 3], (len(e), 1)))

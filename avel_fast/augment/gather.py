@@ -32,7 +32,8 @@ def gather_segments(features: torch.Tensor, video_idx, segment_idx) -> torch.Ten
     segments = _index_tensor(segment_idx, "segment_idx", features.device)
     if videos.shape != segments.shape or videos.dim() != 2:
         raise ValueError(
-            f"video_idx and segment_idx must share one shape [M, T], got {tuple(videos.shape)} and {tuple(segments.shape)}"
+            "video_idx and segment_idx must share one shape [M, T], "
+            f"got {tuple(videos.shape)} and {tuple(segments.shape)}"
         )
     num_videos, num_segments = features.shape[:2]
     for name, index, bound in (("video_idx", videos, num_videos), ("segment_idx", segments, num_segments)):

@@ -202,7 +202,10 @@ def smb_database_sizes(labels) -> np.ndarray:
 
 
 def smb_fusion(labels, per_class: int = 250, seed: int = 0):
-    """SMB video fusion (steps 1-4 above): ``(video_idx, segment_idx, labels, states)``, each int64 ``[28*per_class, T]``."""
+    """SMB video fusion (steps 1-4 above).
+
+    Returns ``(video_idx, segment_idx, labels, states)``, each int64 ``[28*per_class, T]``.
+    """
     array = check_labels(labels)
     per_class = _check_per_class(per_class)
     seed = check_seed(seed)
@@ -404,4 +407,7 @@ class ReplicaSampler:
                     out_video[i][dst + k] = src_video
                     out_segment[i][dst + k] = src_segment + k
         shape = (len(batch), T)
-        return (np.array(out_video, dtype=np.int64).reshape(shape), np.array(out_segment, dtype=np.int64).reshape(shape))
+        return (
+            np.array(out_video, dtype=np.int64).reshape(shape),
+            np.array(out_segment, dtype=np.int64).reshape(shape),
+        )
