@@ -7,7 +7,7 @@ background (index 28). Class indices follow the order of first appearance of the
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -35,6 +35,16 @@ class AnnotationTable:
         t = np.arange(NUM_SEGMENTS)
         inside = (t >= self.start[:, None]) & (t < self.end[:, None])
         return np.where(inside, self.class_index[:, None], BACKGROUND).astype(np.int64)
+
+    def in_class_order(self, class_names: tuple[str, ...]) -> AnnotationTable:
+        """The same events indexed by `class_names` when it contains every category, else unchanged.
+
+        Keeps the AVE class indices for files holding a subset of the AVE classes in another order.
+        """
+        if not set(self.class_names) <= set(class_names):
+            return self
+        position = np.array([class_names.index(name) for name in self.class_names], dtype=np.int64)
+        return replace(self, class_index=position[self.class_index], class_names=tuple(class_names))
 
     def zero_length_events(self) -> np.ndarray:
         """Indices of the videos whose event has StartTime == EndTime (no event segment)."""

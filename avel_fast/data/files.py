@@ -1,0 +1,406 @@
+"""Loader and validator of a directory in the real AVE format (SPEC §3.2).
+
+One code path serves both: `load_ave` stops at the first problem (`AVEFormatError`), `validate_ave_dir` runs
+every check it can and returns a `ValidationReport` (what `avel-fast data check` prints).
+
+Consistency rules between the video labels (`mil_labels.h5`, [V, 29]) and the segment labels:
+
+* values are 0 or 1 and every row sets at least one column;
+* every event class present on a segment is set in the row (else error);
+* an event class set in the row with no segment of it is an *event of length 0* (the real file has one, video
+  26): an `AVEFormatWarning`, not an error;
+* column 28 (background) is informative only: the real file never sets it for event videos, a video with no
+  event segment and no event class must set it (which the non-empty rule already demands);
+* background-only videos (`labels_noisy.h5`) set column 28 and nothing else.
+
+Splits: each index in 0..V-1, no index twice within or across splits; videos in no split give a warning.
+Without `mil_labels.h5` the video labels are derived from the segment labels; without `labels.h5` the segment
+labels are rebuilt from `Annotations.txt` (with a warning). Features may be stored as float16/32/64 and are
+returned as float32 (visual: `visual_dtype`); `visual_feature.h5` is read once, in chunks of
+`VISUAL_CHUNK_VIDEOS` videos, pooled per chunk when `pooled_visual=True`.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from avel_fast.constants import AUDIO_DIM, BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
+from avel_fast.data.annotations import AnnotationTable, parse_annotations, read_split
+from avel_fast.data.dataset import SPLIT_NAMES, AVEData, pool_visual, video_labels_from_segments
+from avel_fast.data.errors import AVEFormatError, AVEFormatWarning
+
+DATA_KEY = "avadataset"
+AUDIO_FILE = "audio_feature.h5"
+VISUAL_FILE = "visual_feature.h5"
+LABELS_FILE = "labels.h5"
+CORRECTED_LABELS_FILES = ("right_labels.h5", "right_label.h5")
+VIDEO_LABELS_FILE = "mil_labels.h5"
+SPLIT_FILES = {name: f"{name}_order.h5" for name in SPLIT_NAMES}
+BACKGROUND_AUDIO_FILE = "audio_feature_noisy.h5"
+BACKGROUND_VISUAL_FILE = "visual_feature_noisy.h5"
+BACKGROUND_LABELS_FILE = "labels_noisy.h5"
+ANNOTATIONS_FILE = "Annotations.txt"
+VISUAL_CHUNK_VIDEOS = 64
+SETTINGS = ("sel", "wsel")
+
+
+@dataclass
+class ValidationReport:
+    """Result of `validate_ave_dir`: checks that passed, errors (`AVEFormatError`) and warnings (text)."""
+
+    root: Path
+    checks: list[tuple[str, str]] = field(default_factory=list)  # (file, what was found fine)
+    errors: list[AVEFormatError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+class _Dataset:
+    """An h5 dataset opened for checking and chunked reading; raises `AVEFormatError` naming file and key."""
+
+    def __init__(self, path: Path, key: str = DATA_KEY) -> None:
+        self.path, self.key = path, key
+        if not path.is_file():
+            raise AVEFormatError(path, key, "file not found")
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as err:
+            raise AVEFormatError(path, key, f"not a readable HDF5 file ({err})") from None
+        if not isinstance(self.file.get(key), h5py.Dataset):
+            found = ", ".join(self.file.keys()) or "nothing"
+            self.file.close()
+            raise AVEFormatError(path, key, f"dataset missing (file has: {found})")
+        self.data = self.file[key]
+
+    def __enter__(self) -> _Dataset:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def fail(self, problem: str) -> AVEFormatError:
+        return AVEFormatError(self.path, self.key, problem)
+
+    def expect_shape(self, tail: tuple[int, ...], num_videos: int | None, what: str) -> int:
+        """Check the shape is (V, *tail) with V == num_videos when given; returns V."""
+        shape = self.data.shape
+        want = ("V" if num_videos is None else num_videos, *tail)
+        if len(shape) != len(want) or shape[1:] != tail:
+            raise self.fail(f"shape {shape}, expected {what} ({', '.join(map(str, want))})")
+        if num_videos is not None and shape[0] != num_videos:
+            raise self.fail(f"shape {shape}: {shape[0]} videos, but the other files hold {num_videos}")
+        return shape[0]
+
+    def expect_dtype(self, kinds: str, expected: str) -> None:
+        if self.data.dtype.kind not in kinds:
+            raise self.fail(f"dtype {self.data.dtype}, expected {expected}")
+
+    def chunks(self, size: int):
+        for start in range(0, self.data.shape[0], size):
+            yield start, self.data[start : start + size]
+
+
+def _read_features(path, tail, num_videos, what, sink: Callable[[int, np.ndarray], None] | None):
+    """Check a feature file (shape, float dtype, finiteness) chunk by chunk; hand each chunk to `sink`."""
+    with _Dataset(path) as ds:
+        num_videos = ds.expect_shape(tail, num_videos, what)
+        ds.expect_dtype("f", "a floating type (float32 or float64)")
+        for start, chunk in ds.chunks(VISUAL_CHUNK_VIDEOS):
+            finite = np.isfinite(chunk)
+            if not finite.all():
+                video, segment = _first(~finite)[:2]
+                raise ds.fail(f"non-finite values (NaN or inf), first in video {start + video}, segment {segment}")
+            if sink is not None:
+                sink(start, chunk)
+    return num_videos
+
+
+def _feature_reader(path, tail, num_videos, what, keep: bool, pooled: bool = False, dtype=torch.float32):
+    """Read (or, with keep=False, only check) features into a tensor of `dtype`, pooling 7x7 maps if asked."""
+    out: list[torch.Tensor] = []
+
+    def sink(start: int, chunk: np.ndarray) -> None:
+        values = torch.from_numpy(chunk).float()
+        out.append((pool_visual(values) if pooled else values).to(dtype))
+
+    count = _read_features(path, tail, num_videos, what, sink if keep else None)
+    return count, (torch.cat(out) if keep and out else None)
+
+
+def _read_onehot(path: Path, num_videos: int | None) -> np.ndarray:
+    """Segment labels int64 [V, 10] from one-hot [V, 10, 29] rows."""
+    with _Dataset(path) as ds:
+        ds.expect_shape((NUM_SEGMENTS, NUM_CLASSES), num_videos, "one-hot segment labels")
+        ds.expect_dtype("fiub", "a numeric type (float32)")
+        onehot = ds.data[()]
+        binary = (onehot == 0) | (onehot == 1)
+        rows_ok = binary.all(axis=2) & (onehot.sum(axis=2) == 1)
+        if not rows_ok.all():
+            video, segment = _first(~rows_ok)
+            raise ds.fail(
+                f"{int((~rows_ok).sum())} label rows are not one-hot (first: video {video}, segment {segment}, "
+                f"row {onehot[video, segment].tolist()})"
+            )
+        return onehot.argmax(axis=2).astype(np.int64)
+
+
+def _read_video_labels(path: Path, num_videos: int | None, background_only: bool) -> np.ndarray:
+    """Video labels float32 [V, 29]: binary, non-empty rows (only column 28 when `background_only`)."""
+    with _Dataset(path) as ds:
+        ds.expect_shape((NUM_CLASSES,), num_videos, "video labels")
+        ds.expect_dtype("fiub", "a numeric type (float32)")
+        labels = ds.data[()]
+        binary = (labels == 0) | (labels == 1)
+        if not binary.all():
+            video, column = _first(~binary)
+            raise ds.fail(f"values other than 0/1 (first: video {video}, column {column}: {labels[video, column]})")
+        empty = labels.sum(axis=1) == 0
+        if empty.any():
+            raise ds.fail(f"{int(empty.sum())} videos have no class set (first: video {_first(empty)[0]})")
+        if background_only:
+            wrong = labels[:, :BACKGROUND].any(axis=1)
+            if wrong.any():
+                raise ds.fail(f"background-only video {_first(wrong)[0]} has an event class set")
+        return labels.astype(np.float32)
+
+
+def _check_video_labels(path: Path, video_labels: np.ndarray, segment_labels: np.ndarray, source: str):
+    """Enforce the module's consistency rules; returns (video, class) of each event of length 0."""
+    present = np.zeros_like(video_labels, dtype=bool)
+    np.put_along_axis(present, segment_labels, True, axis=1)
+    present[:, BACKGROUND] = False
+    missing = present & (video_labels == 0)
+    if missing.any():
+        video, column = _first(missing)
+        raise AVEFormatError(
+            path, DATA_KEY,
+            f"{int(missing.any(axis=1).sum())} videos have event segments of a class their video label lacks "
+            f"(first: video {video}, class {column} on its segments in {source})",
+        )
+    zero_length = (video_labels[:, :BACKGROUND] == 1) & ~present[:, :BACKGROUND]
+    return [(int(video), int(column)) for video, column in np.argwhere(zero_length)]
+
+
+def _check_splits(root: Path, splits: dict[str, np.ndarray], num_videos: int) -> list[str]:
+    """No index in two splits (AVEFormatError); returns a warning when some videos are in no split."""
+    owner = np.full(num_videos, -1)
+    names = list(splits)
+    for position, name in enumerate(names):
+        taken = owner[splits[name]] >= 0
+        if taken.any():
+            index = int(splits[name][taken][0])
+            raise AVEFormatError(
+                root / SPLIT_FILES[name], "order",
+                f"index {index} is also in {SPLIT_FILES[names[owner[index]]]} ({int(taken.sum())} shared indices)",
+            )
+        owner[splits[name]] = position
+    unassigned = int((owner < 0).sum())
+    return [f"{unassigned} of {num_videos} videos are in no split"] if unassigned else []
+
+
+class _Run:
+    """Runs the checks: strict (raise the first error, `warnings.warn`) or collecting (fill a report)."""
+
+    def __init__(self, root: Path, strict: bool) -> None:
+        self.root, self.strict = root, strict
+        self.report = ValidationReport(root)
+
+    def attempt(self, check: Callable, *args, passed: tuple[str, str] | None = None):
+        try:
+            result = check(*args)
+        except AVEFormatError as err:
+            if self.strict:
+                raise
+            self.report.errors.append(err)
+            return None
+        if passed is not None:
+            self.report.checks.append(passed)
+        return result
+
+    def warn(self, message: str) -> None:
+        self.report.warnings.append(message)
+        if self.strict:
+            warnings.warn(message, AVEFormatWarning, stacklevel=2)
+
+    def error(self, file: str, dataset: str, problem: str) -> None:
+        self.attempt(self._raise, AVEFormatError(self.root / file, dataset, problem))
+
+    @staticmethod
+    def _raise(err: AVEFormatError) -> None:
+        raise err
+
+
+def _annotations(run: _Run) -> AnnotationTable | None:
+    path = run.root / ANNOTATIONS_FILE
+    if not path.is_file():
+        return None
+    table = run.attempt(parse_annotations, path, passed=(ANNOTATIONS_FILE, "well-formed event lines"))
+    return table.in_class_order(CLASS_NAMES) if table is not None else None
+
+
+def _segment_labels(run: _Run, table: AnnotationTable | None, num_videos, corrected: bool):
+    """(file name, labels) for the original or corrected segment labels, or (name, None) when unavailable."""
+    if corrected:
+        name = next((n for n in CORRECTED_LABELS_FILES if (run.root / n).is_file()), None)
+        if name is None:
+            run.error(CORRECTED_LABELS_FILES[0], DATA_KEY, f"file not found (nor {CORRECTED_LABELS_FILES[1]})")
+            return CORRECTED_LABELS_FILES[0], None
+        return name, run.attempt(_read_onehot, run.root / name, num_videos, passed=(name, "one-hot segment labels"))
+    if not (run.root / LABELS_FILE).is_file() and table is None:
+        run.error(LABELS_FILE, DATA_KEY, f"file not found (nor a valid {ANNOTATIONS_FILE} to rebuild the labels from)")
+        return LABELS_FILE, None
+    if (run.root / LABELS_FILE).is_file():
+        labels = run.attempt(_read_onehot, run.root / LABELS_FILE, num_videos, passed=(LABELS_FILE, "one-hot segment labels"))
+        return LABELS_FILE, labels
+    labels = table.segment_labels()
+    run.warn(f"{LABELS_FILE} absent: segment labels rebuilt from {ANNOTATIONS_FILE}")
+    return ANNOTATIONS_FILE, labels
+
+
+def _zero_length_warnings(run: _Run, videos: dict[int, list[str]], table: AnnotationTable | None) -> None:
+    if table is not None:
+        for video in table.zero_length_events():
+            videos.setdefault(int(video), []).append(f"{ANNOTATIONS_FILE} line {table.line_numbers[video]} has StartTime = EndTime")
+    for video in sorted(videos):
+        run.warn(f"video {video}: event of length 0 ({'; '.join(videos[video])})")
+
+
+def _background(run: _Run, keep: bool, pooled: bool, dtype) -> AVEData | None:
+    root = run.root
+    count, audio = run.attempt(
+        _feature_reader, root / BACKGROUND_AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "background audio", keep,
+        passed=(BACKGROUND_AUDIO_FILE, "shape, dtype, finite"),
+    ) or (None, None)
+    count_visual, visual = run.attempt(
+        _feature_reader, root / BACKGROUND_VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), count, "background visual maps",
+        keep, pooled, dtype, passed=(BACKGROUND_VISUAL_FILE, "shape, dtype, finite"),
+    ) or (None, None)
+    video_labels = run.attempt(
+        _read_video_labels, root / BACKGROUND_LABELS_FILE, count if count is not None else count_visual, True,
+        passed=(BACKGROUND_LABELS_FILE, "background-only video labels"),
+    )
+    if not keep or audio is None or visual is None or video_labels is None:
+        return None
+    return AVEData(
+        audio=audio,
+        visual=visual,
+        labels=torch.full((audio.shape[0], NUM_SEGMENTS), BACKGROUND, dtype=torch.int64),
+        video_labels=torch.from_numpy(video_labels),
+    )
+
+
+def _run(root, *, strict: bool, keep: bool, setting: str, corrected: bool, pooled: bool, dtype) -> tuple[_Run, AVEData | None]:
+    root = Path(root)
+    run = _Run(root, strict)
+    if not root.is_dir():
+        run.error("", "", "not a directory")
+        return run, None
+    table = _annotations(run)
+    num_videos, audio = run.attempt(
+        _feature_reader, root / AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "audio features", keep,
+        passed=(AUDIO_FILE, "shape, dtype, finite"),
+    ) or (None, None)
+    counted, visual = run.attempt(
+        _feature_reader, root / VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), num_videos, "visual maps", keep, pooled,
+        dtype, passed=(VISUAL_FILE, "shape, dtype, finite"),
+    ) or (None, None)
+    num_videos = num_videos if num_videos is not None else counted
+    if table is not None and num_videos is not None and len(table.class_index) != num_videos:
+        run.error(ANNOTATIONS_FILE, "", f"{len(table.class_index)} event lines, but the feature files hold {num_videos} videos")
+        table = None
+
+    label_sources = [_segment_labels(run, table, num_videos, corrected)]
+    if not strict and not corrected and any((root / n).is_file() for n in CORRECTED_LABELS_FILES):
+        label_sources.append(_segment_labels(run, table, num_videos, True))
+    labels = label_sources[0][1]
+    if num_videos is None and labels is not None:
+        num_videos = labels.shape[0]
+
+    zero_length: dict[int, list[str]] = {}
+    video_path = root / VIDEO_LABELS_FILE
+    video_labels = None
+    if video_path.is_file():
+        video_labels = run.attempt(_read_video_labels, video_path, num_videos, False, passed=(VIDEO_LABELS_FILE, "binary, non-empty rows"))
+        for source, segment_labels in label_sources:
+            if video_labels is None or segment_labels is None:
+                continue
+            videos = run.attempt(_check_video_labels, video_path, video_labels, segment_labels, source,
+                                 passed=(VIDEO_LABELS_FILE, f"consistent with {source}"))
+            for video, column in videos or ():
+                zero_length.setdefault(video, []).append(
+                    f"{VIDEO_LABELS_FILE} sets class {column} ({CLASS_NAMES[column]}), no segment in {source} has it"
+                )
+    elif labels is not None:
+        run.report.checks.append((VIDEO_LABELS_FILE, "absent: video labels derived from the segment labels"))
+    _zero_length_warnings(run, zero_length, table)
+
+    splits: dict[str, np.ndarray] = {}
+    for name, file in SPLIT_FILES.items():
+        order = run.attempt(read_split, root / file, num_videos, passed=(file, "indices in range, no repeats"))
+        if order is not None:
+            splits[name] = order
+    if num_videos is not None and len(splits) == len(SPLIT_FILES):
+        for message in run.attempt(_check_splits, root, splits, num_videos, passed=("splits", "disjoint")) or ():
+            run.warn(message)
+
+    background = None
+    background_present = [(root / n).is_file() for n in (BACKGROUND_AUDIO_FILE, BACKGROUND_VISUAL_FILE, BACKGROUND_LABELS_FILE)]
+    if setting == "wsel" or (not strict and any(background_present)):
+        background = _background(run, keep, pooled, dtype)
+
+    if not keep or run.report.errors:
+        return run, None
+    if video_labels is None:
+        video_labels = video_labels_from_segments(torch.from_numpy(labels)).numpy()
+    data = AVEData(
+        audio=audio,
+        visual=visual,
+        labels=torch.from_numpy(labels),
+        video_labels=torch.from_numpy(video_labels),
+        splits={name: torch.from_numpy(order) for name, order in splits.items()},
+        class_names=table.class_names if table is not None else CLASS_NAMES,
+        background=background,
+    )
+    return run, data
+
+
+def load_ave(
+    root: str | Path,
+    *,
+    setting: str = "sel",
+    corrected_labels: bool = False,
+    pooled_visual: bool = False,
+    visual_dtype: torch.dtype = torch.float32,
+) -> AVEData:
+    """Load and validate an AVE directory (SPEC §3.2); raises `AVEFormatError` on the first problem.
+
+    `setting="wsel"` also loads the background-only videos into `.background`. `corrected_labels=True` takes the
+    segment labels from `right_labels.h5` (or `right_label.h5`) for every video. `pooled_visual=True` returns
+    [V, T, 512] (float32 7x7 means, computed per chunk); `visual_dtype` is the storage dtype of `visual`.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting={setting!r}: expected one of {', '.join(SETTINGS)}")
+    _, data = _run(root, strict=True, keep=True, setting=setting, corrected=corrected_labels, pooled=pooled_visual, dtype=visual_dtype)
+    return data
+
+
+def validate_ave_dir(root: str | Path) -> ValidationReport:
+    """Every check of the loader on an AVE directory, collected into a report (nothing is kept in memory).
+
+    The background-only files are checked when any of them is present; corrected labels when present.
+    """
+    run, _ = _run(root, strict=False, keep=False, setting="sel", corrected=False, pooled=False, dtype=torch.float32)
+    return run.report
