@@ -1,6 +1,7 @@
 """Root of the `avel-fast` command: sub-commands live in sibling modules."""
 import typer
 
+from avel_fast.cli.data import data_app
 from avel_fast.cli.env import env
 
 app = typer.Typer(
@@ -18,3 +19,4 @@ def main() -> None:
 
 
 app.command("env")(env)
+app.add_typer(data_app, name="data")

@@ -12,7 +12,7 @@ Generative model. Every segment has an audio source and a visual source, each a 
   (before and after the event) is, with `SyntheticConfig.background_kinds` probabilities, *audible-only*
   (c heard, nothing seen), *visible-only* (c seen, silent) or *neither*. A modality left without a source on a
   segment carries, with probability `distractor_prob`, the video's distractor class d != c instead (an
-  off-screen sound, an unrelated object), which is still background because the classes differ.
+  off-screen sound, an unrelated object), never in both modalities of one segment, so it stays background.
 * Background-only video: a sound class and a different object class, each present on a segment with
   probability `background_video_presence`.
 * Classes live in a latent space (`latent_dim`) per modality: class mean = family component (shared by the
@@ -29,9 +29,10 @@ Generative model. Every segment has an audio source and a visual source, each a 
   channel noise + per-position noise). The object position random-walks (`object_drift` cells per segment,
   reflected at the border); all sources of a video share that track.
 
-Determinism: labels come from one generator seeded by ``derive_seed(seed, stream)``; features are generated per
-fixed chunk of `CHUNK_VIDEOS` videos with a torch generator seeded from (seed, chunk index), so the data
-depend only on the seed and the sizes, never on the pooling or storage dtype asked for. Pooled visual is the
+Determinism: labels come from one generator seeded by ``derive_seed(seed, stream)``; the features of video i
+come from its own torch generator seeded from (seed, i) and are computed in chunks of `CHUNK_VIDEOS` videos
+(about 0.5 GB of temporaries), so they depend only on the seed and the sizes, never on the chunking, the
+pooling or the storage dtype asked for. Pooled visual is the
 float32 7x7 mean of each chunk, equal to pooling the full tensor; float16 storage casts each chunk.
 """
 from __future__ import annotations
@@ -151,7 +152,7 @@ def _event_latents(rng: np.random.Generator, num_videos: int, config: SyntheticC
     seen = event | (kind == 1)
     distractor = (classes + rng.integers(1, NUM_EVENT_CLASSES, size=num_videos)) % NUM_EVENT_CLASSES
     audio_distracted = ~heard & (rng.random((num_videos, NUM_SEGMENTS)) < config.distractor_prob)
-    visual_distracted = ~seen & (rng.random((num_videos, NUM_SEGMENTS)) < config.distractor_prob)
+    visual_distracted = ~seen & ~audio_distracted & (rng.random((num_videos, NUM_SEGMENTS)) < config.distractor_prob)
     audio_source = np.where(heard, classes[:, None], np.where(audio_distracted, distractor[:, None], NO_SOURCE))
     visual_source = np.where(seen, classes[:, None], np.where(visual_distracted, distractor[:, None], NO_SOURCE))
     split_sizes = largest_remainder(list(SPLIT_SIZES.values()), num_videos)
@@ -240,52 +241,71 @@ def _prototypes(seed: int, config: SyntheticConfig) -> _Prototypes:
     )
 
 
-def _source_signal(means, source, salience, instance, generator, config) -> torch.Tensor:
+class _PerVideo:
+    """One torch generator per video: draws for a chunk are the stacked draws of its videos."""
+
+    def __init__(self, stream: int, start: int, stop: int) -> None:
+        self.generators = [torch.Generator().manual_seed(derive_seed(stream, video)) for video in range(start, stop)]
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g) for g in self.generators])
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.stack([torch.rand(shape, generator=g) for g in self.generators])
+
+    def normal_(self, out: torch.Tensor) -> torch.Tensor:
+        """Fill `out` [B, ...] in place, row i from video i's generator (no stacked copy)."""
+        for row, g in zip(out, self.generators):
+            row.normal_(generator=g)
+        return out
+
+
+def _source_signal(means, source, salience, instance, draws: _PerVideo, config) -> torch.Tensor:
     """Latent [B, T, latent] of each segment's source: salience x (class mean + instance + segment deviation)."""
     present = (source != NO_SOURCE).unsqueeze(-1)
     latent = means[source.clamp(min=0)] + config.instance_variation * instance.unsqueeze(1)
-    latent += config.segment_variation * torch.randn(latent.shape, generator=generator)
+    latent += config.segment_variation * draws.randn(*latent.shape[1:])
     return latent * (salience.unsqueeze(-1) * present)
 
 
-def _object_track(num_videos: int, generator, config) -> torch.Tensor:
+def _object_track(draws: _PerVideo, config) -> torch.Tensor:
     """Object positions [B, T, 2] in grid cells: a random walk reflected into [0, 6]."""
     side = VISUAL_SHAPE[0] - 1
-    start = 0.5 + (side - 1.0) * torch.rand(num_videos, 1, 2, generator=generator)
-    steps = config.object_drift * torch.randn(num_videos, NUM_SEGMENTS, 2, generator=generator)
+    start = 0.5 + (side - 1.0) * draws.rand(1, 2)
+    steps = config.object_drift * draws.randn(NUM_SEGMENTS, 2)
     steps[:, 0] = 0.0
     walk = (start + steps.cumsum(dim=1)).remainder(2 * side)
     return torch.where(walk > side, 2 * side - walk, walk)
 
 
-def _chunk_features(audio_source, visual_source, prototypes: _Prototypes, generator, config):
+def _chunk_features(audio_source, visual_source, prototypes: _Prototypes, draws: _PerVideo, config):
     """Audio [B, T, 128] and visual [B, T, 7, 7, 512] float32 of one chunk, drawn in a fixed order."""
     b, t = audio_source.shape
     k, (height, width, channels) = config.latent_dim, VISUAL_SHAPE
-    ambient = torch.randn(b, 1, AUDIO_DIM, generator=generator)
-    audio_instance = torch.randn(b, k, generator=generator)
-    visual_instance = torch.randn(b, k, generator=generator)
-    salience = config.salience_min + (1.0 - config.salience_min) * torch.rand(b, t, 2, generator=generator)
+    ambient = draws.randn(1, AUDIO_DIM)
+    audio_instance = draws.randn(k)
+    visual_instance = draws.randn(k)
+    salience = config.salience_min + (1.0 - config.salience_min) * draws.rand(t, 2)
     audio_latent = _source_signal(
-        prototypes.audio_means, audio_source, salience[..., 0], audio_instance, generator, config
+        prototypes.audio_means, audio_source, salience[..., 0], audio_instance, draws, config
     )
     visual_latent = _source_signal(
-        prototypes.visual_means, visual_source, salience[..., 1], visual_instance, generator, config
+        prototypes.visual_means, visual_source, salience[..., 1], visual_instance, draws, config
     )
-    audio = torch.randn(b, t, AUDIO_DIM, generator=generator).mul_(config.audio_noise)
+    audio = draws.randn(t, AUDIO_DIM).mul_(config.audio_noise)
     audio += config.audio_bias + config.audio_ambient * ambient
     audio += config.audio_strength * (audio_latent @ prototypes.audio_embedding)
     audio = audio.relu_().mul_(config.audio_scale * prototypes.audio_gain)
 
-    scene_map = F.avg_pool2d(torch.randn(b, 1, height, width, generator=generator), 3, 1, 1, count_include_pad=False)
-    scene = (1.0 + scene_map.view(b, 1, height, width, 1)) * torch.randn(b, 1, 1, 1, channels, generator=generator)
-    track = _object_track(b, generator, config)
+    scene_map = F.avg_pool2d(draws.randn(1, height, width), 3, 1, 1, count_include_pad=False)
+    scene = (1.0 + scene_map.view(b, 1, height, width, 1)) * draws.randn(1, 1, 1, channels)
+    track = _object_track(draws, config)
     rows = torch.arange(height, dtype=torch.float32).view(1, 1, height, 1)
     cols = torch.arange(width, dtype=torch.float32).view(1, 1, 1, width)
     squared = (rows - track[..., 0, None, None]) ** 2 + (cols - track[..., 1, None, None]) ** 2
     blob = torch.exp(squared / (-2.0 * config.object_width**2))
-    segment_noise = torch.randn(b, t, 1, 1, channels, generator=generator)
-    visual = torch.randn(b, t, height, width, channels, generator=generator).mul_(config.visual_noise)
+    segment_noise = draws.randn(t, 1, 1, channels)
+    visual = draws.normal_(torch.empty(b, t, height, width, channels)).mul_(config.visual_noise)
     visual += config.visual_scene * scene + config.visual_segment_noise * segment_noise + config.visual_bias
     object_channels = config.visual_strength * (visual_latent @ prototypes.visual_embedding)
     visual.addcmul_(blob.unsqueeze(-1), object_channels.view(b, t, 1, 1, channels))
@@ -293,20 +313,28 @@ def _chunk_features(audio_source, visual_source, prototypes: _Prototypes, genera
 
 
 def synthetic_feature_chunks(
-    seed: int, labels: SyntheticLabels, *, background: bool = False, config: SyntheticConfig | None = None
+    seed: int,
+    labels: SyntheticLabels,
+    *,
+    background: bool = False,
+    config: SyntheticConfig | None = None,
+    chunk_videos: int = CHUNK_VIDEOS,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(first video, audio, visual float32) per chunk of `CHUNK_VIDEOS` videos of `labels` (or its background)."""
+    """(first video, audio, visual float32) per chunk of `chunk_videos` videos of `labels` (or its background).
+
+    Video i's features do not depend on `chunk_videos`: each video draws from its own generator.
+    """
     config = config or SyntheticConfig()
     source = labels.background if background else labels
     if source is None:
         return
     prototypes = _prototypes(seed, config)
     stream = derive_seed(seed, _BACKGROUND_FEATURE_STREAM if background else _FEATURE_STREAM)
-    for chunk, start in enumerate(range(0, len(source), CHUNK_VIDEOS)):
-        generator = torch.Generator().manual_seed(derive_seed(stream, chunk))
-        stop = start + CHUNK_VIDEOS
+    for start in range(0, len(source), chunk_videos):
+        stop = min(start + chunk_videos, len(source))
         audio, visual = _chunk_features(
-            source.audio_source[start:stop], source.visual_source[start:stop], prototypes, generator, config
+            source.audio_source[start:stop], source.visual_source[start:stop], prototypes,
+            _PerVideo(stream, start, stop), config,
         )
         yield start, audio, visual
 
