@@ -108,36 +108,36 @@ class _Dataset:
         if self.data.dtype.kind not in kinds:
             raise self.fail(f"dtype {self.data.dtype}, expected {expected}")
 
-    def chunks(self, size: int):
-        for start in range(0, self.data.shape[0], size):
-            yield start, self.data[start : start + size]
 
+def _read_features(path, tail, num_videos, what, keep: bool, pooled: bool = False, dtype=torch.float32):
+    """Check a feature file (shape, float dtype, finiteness) chunk by chunk and, with `keep`, return its values.
 
-def _read_features(path, tail, num_videos, what, sink: Callable[[int, np.ndarray], None] | None):
-    """Check a feature file (shape, float dtype, finiteness) chunk by chunk; hand each chunk to `sink`."""
+    Returns (V, tensor or None); the tensor has `dtype` and, with `pooled`, the 7x7 maps averaged per chunk.
+    Chunks are read straight into the result when the stored dtype is the one asked for.
+    """
     with _Dataset(path) as ds:
         num_videos = ds.expect_shape(tail, num_videos, what)
         ds.expect_dtype("f", "a floating type (float32 or float64)")
-        for start, chunk in ds.chunks(VISUAL_CHUNK_VIDEOS):
-            finite = np.isfinite(chunk)
-            if not finite.all():
-                video, segment = _first(~finite)[:2]
-                raise ds.fail(f"non-finite values (NaN or inf), first in video {start + video}, segment {segment}")
-            if sink is not None:
-                sink(start, chunk)
-    return num_videos
-
-
-def _feature_reader(path, tail, num_videos, what, keep: bool, pooled: bool = False, dtype=torch.float32):
-    """Read (or, with keep=False, only check) features into a tensor of `dtype`, pooling 7x7 maps if asked."""
-    out: list[torch.Tensor] = []
-
-    def sink(start: int, chunk: np.ndarray) -> None:
-        values = torch.from_numpy(chunk).float()
-        out.append((pool_visual(values) if pooled else values).to(dtype))
-
-    count = _read_features(path, tail, num_videos, what, sink if keep else None)
-    return count, (torch.cat(out) if keep and out else None)
+        out = None
+        if keep:
+            out = torch.empty((num_videos, *(tail[:1] + tail[-1:] if pooled else tail)), dtype=dtype)
+        direct = out is not None and not pooled and dtype in (torch.float32, torch.float16)
+        direct = direct and ds.data.dtype == out.numpy().dtype
+        for start in range(0, num_videos, VISUAL_CHUNK_VIDEOS):
+            stop = min(start + VISUAL_CHUNK_VIDEOS, num_videos)
+            if direct:
+                ds.data.read_direct(out.numpy(), np.s_[start:stop], np.s_[start:stop])
+                values = out[start:stop]
+            else:
+                values = torch.from_numpy(ds.data[start:stop])
+            if not torch.isfinite(values.sum(dtype=torch.float32)):  # a fast test; the exact one only if it fails
+                non_finite = ~np.isfinite(values.numpy())
+                if non_finite.any():
+                    video, segment = _first(non_finite)[:2]
+                    raise ds.fail(f"non-finite values (NaN or inf), first in video {start + video}, segment {segment}")
+            if out is not None and not direct:
+                out[start:stop] = pool_visual(values) if pooled else values
+    return num_videos, out
 
 
 def _read_onehot(path: Path, num_videos: int | None) -> np.ndarray:
@@ -281,11 +281,11 @@ def _zero_length_warnings(run: _Run, videos: dict[int, list[str]], table: Annota
 def _background(run: _Run, keep: bool, pooled: bool, dtype) -> AVEData | None:
     root = run.root
     count, audio = run.attempt(
-        _feature_reader, root / BACKGROUND_AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "background audio", keep,
+        _read_features, root / BACKGROUND_AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "background audio", keep,
         passed=(BACKGROUND_AUDIO_FILE, "shape, dtype, finite"),
     ) or (None, None)
     count_visual, visual = run.attempt(
-        _feature_reader, root / BACKGROUND_VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), count, "background visual maps",
+        _read_features, root / BACKGROUND_VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), count, "background visual maps",
         keep, pooled, dtype, passed=(BACKGROUND_VISUAL_FILE, "shape, dtype, finite"),
     ) or (None, None)
     video_labels = run.attempt(
@@ -310,11 +310,11 @@ def _run(root, *, strict: bool, keep: bool, setting: str, corrected: bool, poole
         return run, None
     table = _annotations(run)
     num_videos, audio = run.attempt(
-        _feature_reader, root / AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "audio features", keep,
+        _read_features, root / AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "audio features", keep,
         passed=(AUDIO_FILE, "shape, dtype, finite"),
     ) or (None, None)
     counted, visual = run.attempt(
-        _feature_reader, root / VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), num_videos, "visual maps", keep, pooled,
+        _read_features, root / VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), num_videos, "visual maps", keep, pooled,
         dtype, passed=(VISUAL_FILE, "shape, dtype, finite"),
     ) or (None, None)
     num_videos = num_videos if num_videos is not None else counted
