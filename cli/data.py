@@ -1,4 +1,4 @@
-"""`avel-fast data synth|check`: write the synthetic AVE set in the real format, validate an AVE directory (SPEC §10)."""
+"""`avel-fast data synth|check`: write synthetic AVE in the real h5 format, validate an AVE directory (SPEC §10)."""
 from pathlib import Path
 
 import typer
@@ -7,7 +7,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-data_app = typer.Typer(help="AVE data: synthesize a dataset in the real h5 format, check a directory.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="AVE data: synthesize a dataset in the real h5 format, check a directory.", no_args_is_help=True
+)
 
 
 @data_app.command("synth")
@@ -56,7 +58,8 @@ def check(directory: Path = typer.Argument(..., help="Directory in the AVE forma
     for message in report.warnings:
         table.add_row("[yellow]warning[/yellow]", "", "", escape(message))
     for err in report.errors:
-        table.add_row("[red]error[/red]", escape(Path(err.file).name or err.file), escape(err.dataset), escape(err.problem))
+        file = Path(err.file).name or err.file
+        table.add_row("[red]error[/red]", escape(file), escape(err.dataset), escape(err.problem))
     console.print(table)
     for err in report.errors:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)

@@ -69,7 +69,8 @@ def test_float16_maps_round_trip(small, tmp_path):
 
 def test_cli_synth_check_load_round_trip(tmp_path):
     out = tmp_path / "synth"
-    result = runner.invoke(app, ["data", "synth", str(out), "--videos", "40", "--background-videos", "4", "--seed", "3"])
+    arguments = ["data", "synth", str(out), "--videos", "40", "--background-videos", "4", "--seed", "3"]
+    result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     check = runner.invoke(app, ["data", "check", str(out)])
     assert check.exit_code == 0, check.output
@@ -181,7 +182,8 @@ def test_wrong_dtype(ave_dir):
 def test_non_finite_features(ave_dir):
     with h5py.File(ave_dir / "visual_feature.h5", "r+") as f:
         f["avadataset"][5, 3, 0, 0, 0] = np.nan
-    expect_bad(ave_dir, "visual_feature.h5", "avadataset", "non-finite values (NaN or inf), first in video 5, segment 3")
+    problem = "non-finite values (NaN or inf), first in video 5, segment 3"
+    expect_bad(ave_dir, "visual_feature.h5", "avadataset", problem)
 
 
 def test_split_index_out_of_range(ave_dir):
@@ -221,4 +223,5 @@ def test_background_video_with_event_class(ave_dir):
     video_labels = h5_read(ave_dir / "labels_noisy.h5")
     video_labels[1, 5] = 1.0
     h5_write(ave_dir / "labels_noisy.h5", video_labels)
-    expect_bad(ave_dir, "labels_noisy.h5", "avadataset", "background-only video 1 has an event class set", setting="wsel")
+    problem = "background-only video 1 has an event class set"
+    expect_bad(ave_dir, "labels_noisy.h5", "avadataset", problem, setting="wsel")

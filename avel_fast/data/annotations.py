@@ -79,17 +79,18 @@ def parse_annotations(path: str | Path) -> AnnotationTable:
         if not rows and not names and not (_is_int(start_text) and _is_int(end_text)):
             continue  # header line
         if not (_is_int(start_text) and _is_int(end_text)):
-            raise AVEFormatError(path, f"line {number}", f"StartTime/EndTime {start_text!r}/{end_text!r} are not integers")
+            problem = f"StartTime/EndTime {start_text!r}/{end_text!r} are not integers"
+            raise AVEFormatError(path, f"line {number}", problem)
         start, end = int(start_text), int(end_text)
         if not 0 <= start <= end <= NUM_SEGMENTS:
-            raise AVEFormatError(
-                path, f"line {number}", f"event [{start}, {end}) is not within 0 <= StartTime <= EndTime <= {NUM_SEGMENTS}"
-            )
+            problem = f"event [{start}, {end}) is not within 0 <= StartTime <= EndTime <= {NUM_SEGMENTS}"
+            raise AVEFormatError(path, f"line {number}", problem)
         if not category:
             raise AVEFormatError(path, f"line {number}", "empty Category")
         class_index = names.setdefault(category, len(names))
         if class_index >= BACKGROUND:
-            raise AVEFormatError(path, f"line {number}", f"more than {BACKGROUND} event categories (extra: {category!r})")
+            problem = f"more than {BACKGROUND} event categories (extra: {category!r})"
+            raise AVEFormatError(path, f"line {number}", problem)
         rows.append((class_index, start, end, youtube_id, number))
     if not rows:
         raise AVEFormatError(path, "", "no annotation lines")

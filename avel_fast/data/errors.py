@@ -1,4 +1,4 @@
-"""Errors and warnings of the AVE data layer (SPEC §3.2): every problem names the file, the dataset and what is wrong."""
+"""Errors and warnings of the AVE data layer (SPEC §3.2): each names the file, the dataset and what is wrong."""
 from __future__ import annotations
 
 from pathlib import Path

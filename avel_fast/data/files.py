@@ -212,155 +212,167 @@ def _check_splits(root: Path, splits: dict[str, np.ndarray], num_videos: int) ->
 
 
 class _Run:
-    """Runs the checks: strict (raise the first error, `warnings.warn`) or collecting (fill a report)."""
+    """One pass over a directory: strict (raise the first error, `warnings.warn`) or collecting (fill a report).
 
-    def __init__(self, root: Path, strict: bool) -> None:
-        self.root, self.strict = root, strict
+    Each step records what passed, and returns None for what it could not read so later steps skip it.
+    """
+
+    def __init__(self, root: Path, strict: bool, keep: bool, pooled: bool = False, dtype=torch.float32) -> None:
+        self.root, self.strict, self.keep, self.pooled, self.dtype = root, strict, keep, pooled, dtype
         self.report = ValidationReport(root)
+        self.num_videos: int | None = None
+        self.table: AnnotationTable | None = None
 
-    def attempt(self, check: Callable, *args, passed: tuple[str, str] | None = None):
+    def attempt(self, passed: str | tuple[str, str] | None, check: Callable, path: Path, *args):
+        """`check(path, *args)`; on success records (`path`'s name, `passed`) or the (file, what) given."""
         try:
-            result = check(*args)
+            result = check(path, *args)
         except AVEFormatError as err:
             if self.strict:
                 raise
             self.report.errors.append(err)
             return None
         if passed is not None:
-            self.report.checks.append(passed)
+            self.report.checks.append(passed if isinstance(passed, tuple) else (path.name, passed))
         return result
+
+    def error(self, file: str, dataset: str, problem: str) -> None:
+        self.attempt(None, self._raise, self.root / file, dataset, problem)
+
+    @staticmethod
+    def _raise(path: Path, dataset: str, problem: str) -> None:
+        raise AVEFormatError(path, dataset, problem)
 
     def warn(self, message: str) -> None:
         self.report.warnings.append(message)
         if self.strict:
             warnings.warn(message, AVEFormatWarning, stacklevel=2)
 
-    def error(self, file: str, dataset: str, problem: str) -> None:
-        self.attempt(self._raise, AVEFormatError(self.root / file, dataset, problem))
+    def count(self, videos: int | None) -> None:
+        if self.num_videos is None:
+            self.num_videos = videos
 
-    @staticmethod
-    def _raise(err: AVEFormatError) -> None:
-        raise err
+    def audio(self, name: str, num_videos: int | None):
+        """(V, float32 [V, 10, 128] or None) of an audio feature file, or (None, None) when it failed."""
+        result = self.attempt(
+            "shape, dtype, finite", _read_features, self.root / name, (NUM_SEGMENTS, AUDIO_DIM), num_videos,
+            "audio features", self.keep,
+        )
+        return result or (None, None)
 
+    def visual(self, name: str, num_videos: int | None):
+        """(V, visual maps or pooled features or None) of a visual feature file, or (None, None) when it failed."""
+        result = self.attempt(
+            "shape, dtype, finite", _read_features, self.root / name, (NUM_SEGMENTS, *VISUAL_SHAPE), num_videos,
+            "visual maps", self.keep, self.pooled, self.dtype,
+        )
+        return result or (None, None)
 
-def _annotations(run: _Run) -> AnnotationTable | None:
-    path = run.root / ANNOTATIONS_FILE
-    if not path.is_file():
-        return None
-    table = run.attempt(parse_annotations, path, passed=(ANNOTATIONS_FILE, "well-formed event lines"))
-    return table.in_class_order(CLASS_NAMES) if table is not None else None
+    def annotations(self) -> None:
+        if (self.root / ANNOTATIONS_FILE).is_file():
+            table = self.attempt("well-formed event lines", parse_annotations, self.root / ANNOTATIONS_FILE)
+            self.table = table.in_class_order(CLASS_NAMES) if table is not None else None
+        if self.table is not None and self.num_videos is not None and len(self.table.class_index) != self.num_videos:
+            lines = len(self.table.class_index)
+            problem = f"{lines} event lines, but the feature files hold {self.num_videos} videos"
+            self.error(ANNOTATIONS_FILE, "", problem)
+            self.table = None
 
+    def segment_labels(self, corrected: bool) -> tuple[str, np.ndarray | None]:
+        """(source file, labels [V, 10] or None): original or corrected one-hot labels, or the annotations."""
+        if corrected:
+            name = next((n for n in CORRECTED_LABELS_FILES if (self.root / n).is_file()), None)
+            if name is None:
+                self.error(CORRECTED_LABELS_FILES[0], DATA_KEY, f"file not found (nor {CORRECTED_LABELS_FILES[1]})")
+                return CORRECTED_LABELS_FILES[0], None
+        elif (self.root / LABELS_FILE).is_file():
+            name = LABELS_FILE
+        elif self.table is not None:
+            self.warn(f"{LABELS_FILE} absent: segment labels rebuilt from {ANNOTATIONS_FILE}")
+            return ANNOTATIONS_FILE, self.table.segment_labels()
+        else:
+            problem = f"file not found (nor a valid {ANNOTATIONS_FILE} to rebuild the labels from)"
+            self.error(LABELS_FILE, DATA_KEY, problem)
+            return LABELS_FILE, None
+        return name, self.attempt("one-hot segment labels", _read_onehot, self.root / name, self.num_videos)
 
-def _segment_labels(run: _Run, table: AnnotationTable | None, num_videos, corrected: bool):
-    """(file name, labels) for the original or corrected segment labels, or (name, None) when unavailable."""
-    if corrected:
-        name = next((n for n in CORRECTED_LABELS_FILES if (run.root / n).is_file()), None)
-        if name is None:
-            run.error(CORRECTED_LABELS_FILES[0], DATA_KEY, f"file not found (nor {CORRECTED_LABELS_FILES[1]})")
-            return CORRECTED_LABELS_FILES[0], None
-        return name, run.attempt(_read_onehot, run.root / name, num_videos, passed=(name, "one-hot segment labels"))
-    if not (run.root / LABELS_FILE).is_file() and table is None:
-        run.error(LABELS_FILE, DATA_KEY, f"file not found (nor a valid {ANNOTATIONS_FILE} to rebuild the labels from)")
-        return LABELS_FILE, None
-    if (run.root / LABELS_FILE).is_file():
-        labels = run.attempt(_read_onehot, run.root / LABELS_FILE, num_videos, passed=(LABELS_FILE, "one-hot segment labels"))
-        return LABELS_FILE, labels
-    labels = table.segment_labels()
-    run.warn(f"{LABELS_FILE} absent: segment labels rebuilt from {ANNOTATIONS_FILE}")
-    return ANNOTATIONS_FILE, labels
-
-
-def _zero_length_warnings(run: _Run, videos: dict[int, list[str]], table: AnnotationTable | None) -> None:
-    if table is not None:
-        for video in table.zero_length_events():
-            videos.setdefault(int(video), []).append(f"{ANNOTATIONS_FILE} line {table.line_numbers[video]} has StartTime = EndTime")
-    for video in sorted(videos):
-        run.warn(f"video {video}: event of length 0 ({'; '.join(videos[video])})")
-
-
-def _background(run: _Run, keep: bool, pooled: bool, dtype) -> AVEData | None:
-    root = run.root
-    count, audio = run.attempt(
-        _read_features, root / BACKGROUND_AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "background audio", keep,
-        passed=(BACKGROUND_AUDIO_FILE, "shape, dtype, finite"),
-    ) or (None, None)
-    count_visual, visual = run.attempt(
-        _read_features, root / BACKGROUND_VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), count, "background visual maps",
-        keep, pooled, dtype, passed=(BACKGROUND_VISUAL_FILE, "shape, dtype, finite"),
-    ) or (None, None)
-    video_labels = run.attempt(
-        _read_video_labels, root / BACKGROUND_LABELS_FILE, count if count is not None else count_visual, True,
-        passed=(BACKGROUND_LABELS_FILE, "background-only video labels"),
-    )
-    if not keep or audio is None or visual is None or video_labels is None:
-        return None
-    return AVEData(
-        audio=audio,
-        visual=visual,
-        labels=torch.full((audio.shape[0], NUM_SEGMENTS), BACKGROUND, dtype=torch.int64),
-        video_labels=torch.from_numpy(video_labels),
-    )
-
-
-def _run(root, *, strict: bool, keep: bool, setting: str, corrected: bool, pooled: bool, dtype) -> tuple[_Run, AVEData | None]:
-    root = Path(root)
-    run = _Run(root, strict)
-    if not root.is_dir():
-        run.error("", "", "not a directory")
-        return run, None
-    table = _annotations(run)
-    num_videos, audio = run.attempt(
-        _read_features, root / AUDIO_FILE, (NUM_SEGMENTS, AUDIO_DIM), None, "audio features", keep,
-        passed=(AUDIO_FILE, "shape, dtype, finite"),
-    ) or (None, None)
-    counted, visual = run.attempt(
-        _read_features, root / VISUAL_FILE, (NUM_SEGMENTS, *VISUAL_SHAPE), num_videos, "visual maps", keep, pooled,
-        dtype, passed=(VISUAL_FILE, "shape, dtype, finite"),
-    ) or (None, None)
-    num_videos = num_videos if num_videos is not None else counted
-    if table is not None and num_videos is not None and len(table.class_index) != num_videos:
-        run.error(ANNOTATIONS_FILE, "", f"{len(table.class_index)} event lines, but the feature files hold {num_videos} videos")
-        table = None
-
-    label_sources = [_segment_labels(run, table, num_videos, corrected)]
-    if not strict and not corrected and any((root / n).is_file() for n in CORRECTED_LABELS_FILES):
-        label_sources.append(_segment_labels(run, table, num_videos, True))
-    labels = label_sources[0][1]
-    if num_videos is None and labels is not None:
-        num_videos = labels.shape[0]
-
-    zero_length: dict[int, list[str]] = {}
-    video_path = root / VIDEO_LABELS_FILE
-    video_labels = None
-    if video_path.is_file():
-        video_labels = run.attempt(_read_video_labels, video_path, num_videos, False, passed=(VIDEO_LABELS_FILE, "binary, non-empty rows"))
+    def video_labels(self, label_sources: list[tuple[str, np.ndarray | None]]) -> np.ndarray | None:
+        """`mil_labels.h5` checked against each segment-label source; warns once per event of length 0."""
+        path = self.root / VIDEO_LABELS_FILE
+        zero_length: dict[int, list[str]] = {}
+        video_labels = None
+        if path.is_file():
+            video_labels = self.attempt("binary, non-empty rows", _read_video_labels, path, self.num_videos, False)
+        elif label_sources[0][1] is not None:
+            self.report.checks.append((VIDEO_LABELS_FILE, "absent: video labels derived from the segment labels"))
         for source, segment_labels in label_sources:
             if video_labels is None or segment_labels is None:
                 continue
-            videos = run.attempt(_check_video_labels, video_path, video_labels, segment_labels, source,
-                                 passed=(VIDEO_LABELS_FILE, f"consistent with {source}"))
-            for video, column in videos or ():
+            found = self.attempt(f"consistent with {source}", _check_video_labels, path, video_labels, segment_labels,
+                                 source)
+            for video, column in found or ():
                 zero_length.setdefault(video, []).append(
                     f"{VIDEO_LABELS_FILE} sets class {column} ({CLASS_NAMES[column]}), no segment in {source} has it"
                 )
-    elif labels is not None:
-        run.report.checks.append((VIDEO_LABELS_FILE, "absent: video labels derived from the segment labels"))
-    _zero_length_warnings(run, zero_length, table)
+        if self.table is not None:
+            for video in self.table.zero_length_events():
+                line = self.table.line_numbers[video]
+                zero_length.setdefault(int(video), []).append(f"{ANNOTATIONS_FILE} line {line} has StartTime = EndTime")
+        for video in sorted(zero_length):
+            self.warn(f"video {video}: event of length 0 ({'; '.join(zero_length[video])})")
+        return video_labels
 
-    splits: dict[str, np.ndarray] = {}
-    for name, file in SPLIT_FILES.items():
-        order = run.attempt(read_split, root / file, num_videos, passed=(file, "indices in range, no repeats"))
-        if order is not None:
-            splits[name] = order
-    if num_videos is not None and len(splits) == len(SPLIT_FILES):
-        for message in run.attempt(_check_splits, root, splits, num_videos, passed=("splits", "disjoint")) or ():
-            run.warn(message)
+    def splits(self) -> dict[str, np.ndarray]:
+        splits = {}
+        for name, file in SPLIT_FILES.items():
+            order = self.attempt("indices in range, no repeats", read_split, self.root / file, self.num_videos)
+            if order is not None:
+                splits[name] = order
+        if self.num_videos is not None and len(splits) == len(SPLIT_FILES):
+            passed = (" ".join(SPLIT_FILES.values()), "disjoint")
+            for message in self.attempt(passed, _check_splits, self.root, splits, self.num_videos) or ():
+                self.warn(message)
+        return splits
 
-    background = None
-    background_present = [(root / n).is_file() for n in (BACKGROUND_AUDIO_FILE, BACKGROUND_VISUAL_FILE, BACKGROUND_LABELS_FILE)]
-    if setting == "wsel" or (not strict and any(background_present)):
-        background = _background(run, keep, pooled, dtype)
+    def background(self) -> AVEData | None:
+        count, audio = self.audio(BACKGROUND_AUDIO_FILE, None)
+        counted, visual = self.visual(BACKGROUND_VISUAL_FILE, count)
+        video_labels = self.attempt(
+            "background-only video labels", _read_video_labels, self.root / BACKGROUND_LABELS_FILE,
+            count if count is not None else counted, True,
+        )
+        if audio is None or visual is None or video_labels is None:
+            return None
+        return AVEData(
+            audio=audio,
+            visual=visual,
+            labels=torch.full((audio.shape[0], NUM_SEGMENTS), BACKGROUND, dtype=torch.int64),
+            video_labels=torch.from_numpy(video_labels),
+        )
 
+
+def _run(root, *, strict: bool, keep: bool, setting: str, corrected: bool, pooled=False, dtype=torch.float32):
+    """Every step in order; returns the run and, when `keep` and nothing failed, the `AVEData`."""
+    root = Path(root)
+    run = _Run(root, strict, keep, pooled, dtype)
+    if not root.is_dir():
+        run.error("", "", "not a directory")
+        return run, None
+    count, audio = run.audio(AUDIO_FILE, None)
+    run.count(count)
+    count, visual = run.visual(VISUAL_FILE, run.num_videos)
+    run.count(count)
+    run.annotations()
+    label_sources = [run.segment_labels(corrected)]
+    if not strict and not corrected and any((root / name).is_file() for name in CORRECTED_LABELS_FILES):
+        label_sources.append(run.segment_labels(True))
+    labels = label_sources[0][1]
+    run.count(labels.shape[0] if labels is not None else None)
+    video_labels = run.video_labels(label_sources)
+    splits = run.splits()
+    background_files = (BACKGROUND_AUDIO_FILE, BACKGROUND_VISUAL_FILE, BACKGROUND_LABELS_FILE)
+    wanted = setting == "wsel" or (not strict and any((root / name).is_file() for name in background_files))
+    background = run.background() if wanted else None
     if not keep or run.report.errors:
         return run, None
     if video_labels is None:
@@ -371,7 +383,7 @@ def _run(root, *, strict: bool, keep: bool, setting: str, corrected: bool, poole
         labels=torch.from_numpy(labels),
         video_labels=torch.from_numpy(video_labels),
         splits={name: torch.from_numpy(order) for name, order in splits.items()},
-        class_names=table.class_names if table is not None else CLASS_NAMES,
+        class_names=run.table.class_names if run.table is not None else CLASS_NAMES,
         background=background,
     )
     return run, data
@@ -393,7 +405,10 @@ def load_ave(
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting={setting!r}: expected one of {', '.join(SETTINGS)}")
-    _, data = _run(root, strict=True, keep=True, setting=setting, corrected=corrected_labels, pooled=pooled_visual, dtype=visual_dtype)
+    _, data = _run(
+        root, strict=True, keep=True, setting=setting, corrected=corrected_labels, pooled=pooled_visual,
+        dtype=visual_dtype,
+    )
     return data
 
 
@@ -402,5 +417,5 @@ def validate_ave_dir(root: str | Path) -> ValidationReport:
 
     The background-only files are checked when any of them is present; corrected labels when present.
     """
-    run, _ = _run(root, strict=False, keep=False, setting="sel", corrected=False, pooled=False, dtype=torch.float32)
+    run, _ = _run(root, strict=False, keep=False, setting="sel", corrected=False)
     return run.report

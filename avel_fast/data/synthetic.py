@@ -32,21 +32,35 @@ Generative model. Every segment has an audio source and a visual source, each a 
 Determinism: labels come from one generator seeded by ``derive_seed(seed, stream)``; the features of video i
 come from its own torch generator seeded from (seed, i) and are computed in chunks of `CHUNK_VIDEOS` videos
 (about 0.5 GB of temporaries), so they depend only on the seed and the sizes, never on the chunking, the
-pooling or the storage dtype asked for. Pooled visual is the
-float32 7x7 mean of each chunk, equal to pooling the full tensor; float16 storage casts each chunk.
+pooling or the storage dtype asked for. Pooled visual is the float32 7x7 mean of each chunk, equal to pooling
+the full tensor; float16 storage casts each chunk.
+
+Difficulty of the defaults (seed 0, full size, pooled visual, 10 epochs, test split): a per-segment MLP on
+[audio, visual] reaches about 73 % segment accuracy (background F1 0.60), audio alone 58 %, visual alone 49 %;
+a one-modality model finds almost none of the background segments that its modality cannot tell from the event
+(audible-only for audio: recall 0.12, visible-only for visual: 0.16); a small bidirectional GRU over time on
+both modalities reaches about 82 % (background F1 0.67).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from avel_fast._rng import derive_seed
-from avel_fast.constants import AUDIO_DIM, BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_EVENT_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
+from avel_fast.constants import (
+    AUDIO_DIM,
+    BACKGROUND,
+    CLASS_NAMES,
+    NUM_CLASSES,
+    NUM_EVENT_CLASSES,
+    NUM_SEGMENTS,
+    VISUAL_SHAPE,
+)
 from avel_fast.data.dataset import SPLIT_NAMES, AVEData, pool_visual
 
 CLASS_VIDEO_COUNTS = (
@@ -78,27 +92,31 @@ NO_SOURCE = -1
 class SyntheticConfig:
     """Difficulty and realism knobs of the synthetic AVE generator (see the module docstring)."""
 
+    # Labels: what the background segments of an event video hold, per run before/after the event.
     background_kinds: tuple[float, float, float] = (0.4, 0.4, 0.2)  # audible-only, visible-only, neither
-    distractor_prob: float = 0.3
-    background_video_presence: float = 0.6
+    distractor_prob: float = 0.3  # a modality without the event class carries the distractor class
+    background_video_presence: float = 0.6  # per segment, for the sound and the object of background-only videos
+    # Class confusion, in the latent space of each modality (unit-variance components).
     latent_dim: int = 16
-    family_similarity: float = 0.6
-    instance_variation: float = 0.8
-    segment_variation: float = 0.6
-    salience_min: float = 0.2
+    family_similarity: float = 0.6  # share of a class mean's variance from its family component
+    instance_variation: float = 0.8  # per-video deviation from the class mean
+    segment_variation: float = 0.6  # per-segment deviation
+    salience_min: float = 0.2  # a present source has salience ~ U(salience_min, 1)
+    # Audio features.
     audio_strength: float = 1.5
     audio_noise: float = 1.0
-    audio_ambient: float = 0.5
-    audio_bias: float = -0.65
-    audio_scale: float = 0.3
-    audio_gain_spread: float = 0.2
+    audio_ambient: float = 0.5  # per-video ambient sound, on every segment
+    audio_bias: float = -0.65  # sets the fraction of zeros (65 %)
+    audio_scale: float = 0.3  # sets the mean (0.12)
+    audio_gain_spread: float = 0.2  # log-normal per-dimension gain: sets the tail (max 4.5)
+    # Visual maps.
     visual_strength: float = 2.5
-    visual_noise: float = 1.0
-    visual_segment_noise: float = 0.3
-    visual_scene: float = 0.5
+    visual_noise: float = 1.0  # per position and channel
+    visual_segment_noise: float = 0.3  # per segment and channel, shared by the 7x7 positions
+    visual_scene: float = 0.5  # per-video scene
     visual_bias: float = -0.5
-    object_width: float = 1.2
-    object_drift: float = 0.6
+    object_width: float = 1.2  # Gaussian blob, in grid cells
+    object_drift: float = 0.6  # random-walk step per segment, in grid cells
 
     def __post_init__(self) -> None:
         kinds = self.background_kinds
@@ -120,7 +138,7 @@ class SyntheticLabels:
     splits: dict[str, torch.Tensor]
     audio_source: torch.Tensor
     visual_source: torch.Tensor
-    background: SyntheticLabels | None = field(default=None)
+    background: SyntheticLabels | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -178,13 +196,12 @@ def _background_latents(rng: np.random.Generator, num_videos: int, config: Synth
 def _labels_from_sources(audio_source, visual_source, video_labels, splits) -> SyntheticLabels:
     event = (audio_source == visual_source) & (audio_source != NO_SOURCE)
     labels = np.where(event, audio_source, BACKGROUND)
-    as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))  # noqa: E731
     return SyntheticLabels(
-        labels=as_tensor(labels),
+        labels=torch.from_numpy(labels.astype(np.int64)),
         video_labels=torch.from_numpy(video_labels),
         splits=splits,
-        audio_source=as_tensor(audio_source),
-        visual_source=as_tensor(visual_source),
+        audio_source=torch.from_numpy(audio_source.astype(np.int64)),
+        visual_source=torch.from_numpy(visual_source.astype(np.int64)),
     )
 
 
@@ -345,7 +362,8 @@ def _assemble(seed, labels, background, pooled_visual, visual_dtype, config) -> 
     audio = torch.empty(num_videos, NUM_SEGMENTS, AUDIO_DIM)
     visual_shape = (VISUAL_SHAPE[-1],) if pooled_visual else VISUAL_SHAPE
     visual = torch.empty(num_videos, NUM_SEGMENTS, *visual_shape, dtype=visual_dtype)
-    for start, audio_chunk, visual_chunk in synthetic_feature_chunks(seed, labels, background=background, config=config):
+    chunks = synthetic_feature_chunks(seed, labels, background=background, config=config)
+    for start, audio_chunk, visual_chunk in chunks:
         stop = start + audio_chunk.shape[0]
         audio[start:stop] = audio_chunk
         visual[start:stop] = pool_visual(visual_chunk) if pooled_visual else visual_chunk

@@ -142,7 +142,8 @@ def write_ave(data: AVEData, out_dir: str | Path, *, overwrite: bool = False) ->
     visual_dtype = np.float16 if data.visual.dtype == torch.float16 else np.float32
 
     def build(directory: Path) -> None:
-        _write_features(directory, (AUDIO_FILE, VISUAL_FILE), len(data), visual_dtype, _tensor_chunks(data, visual_dtype))
+        chunks = _tensor_chunks(data, visual_dtype)
+        _write_features(directory, (AUDIO_FILE, VISUAL_FILE), len(data), visual_dtype, chunks)
         splits = {name: index.numpy() for name, index in data.splits.items()}
         _write_labels(directory, data.labels.numpy(), data.video_labels.numpy(), splits, data.class_names)
         if data.background is not None:
@@ -179,8 +180,8 @@ def write_synthetic_ave(
         splits = {name: index.numpy() for name, index in labels.splits.items()}
         _write_labels(directory, labels.labels.numpy(), labels.video_labels.numpy(), splits, CLASS_NAMES)
         if labels.background is not None:
-            _write_features(directory, (BACKGROUND_AUDIO_FILE, BACKGROUND_VISUAL_FILE), num_background_videos, np.float32,
-                            chunks(True), progress)
+            names = (BACKGROUND_AUDIO_FILE, BACKGROUND_VISUAL_FILE)
+            _write_features(directory, names, num_background_videos, np.float32, chunks(True), progress)
             _write_array(directory / BACKGROUND_LABELS_FILE, labels.background.video_labels.numpy())
 
     return _replace_directory(Path(out_dir), overwrite, build)
