@@ -1,6 +1,176 @@
-"""User-facing Land-Shore-Sea loss (SPEC §5.1)."""
+"""Fast Land-Shore-Sea loss (EDRNet eqs. 8-10; SPEC §5.1, §9): no Python loop over videos or patches.
+
+Every distance of the loss is the norm of a fixed linear combination of a video's segment features ``F``
+``[T, D]``, and the combinations depend only on which segments are foreground. So the labels become three
+blocks of coefficient rows per video (`lss_coefficients`, row ``r`` belongs to segment ``r``):
+
+* ``H`` (halves): nonzero when a patch (land or sea) of length ``n >= 2`` starts at ``r``: ``+1/h`` on its first
+  ``h = n // 2`` segments, ``−1/h`` on its last ``h``, so ``(H F)_r = mean(first) − mean(second)``;
+* ``P`` (positives): nonzero when ``r`` is a counted shore: ``e_r − (the other segments of its land)/(n − 1)``,
+  so ``(P F)_r = anchor − positive``;
+* ``N`` (negatives): for the same rows, ``e_r − (its adjacent sea)/length``, so ``(N F)_r = anchor − negative``;
+
+and ``loss = mean_b [Σ_H w_r ‖(H F)_r‖ + Σ_P w_r · relu(‖(P F)_r‖ − ‖(N F)_r‖ + margin)]`` with ``w = 1/#lands``
+on land rows, ``1/#seas`` on sea rows, ``1/#shores`` on shore rows (a video with nothing to average gets 0,
+SPEC §5.1). The ``torch`` backend (`LandShoreSea`) computes all rows of the batch as one batched product; the
+Triton kernel of `avel_fast.kernels.lss` builds the same rows inside one program per video.
+
+Gradient of a norm at 0: 0 on every backend, as `torch.linalg.vector_norm`'s backward (the reference) gives.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+
+from avel_fast.backend import select_backend
+from avel_fast.constants import BACKGROUND
 from avel_fast.reference import lss as reference
 
 
+def lss_coefficients(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients ``[B, 3T, T]`` (blocks ``H``, ``P``, ``N`` of T rows) and signed row weights ``[B, 3T]``.
+
+    Weights: ``1/#lands`` (``1/#seas``) on the H rows of counted lands (seas), ``1/#shores`` on the P rows of
+    counted shores and minus that on their N rows; 0 on unused rows, whose coefficients are 0 too.
+    """
+    segments = labels.shape[1]
+    t = torch.arange(segments, device=labels.device)
+    foreground = labels != BACKGROUND
+    change = torch.ones_like(foreground)
+    change[:, 1:] = foreground[:, 1:] != foreground[:, :-1]
+    run = change.cumsum(1)  # [B, T] patch index of each segment
+    same = run.unsqueeze(2) == run.unsqueeze(1)  # [B, T, T] same patch
+    length = same.sum(2)
+    pos = t - torch.where(same, t, segments).amin(2)  # position of each segment in its patch
+    half = length // 2
+
+    counted = (pos == 0) & (length >= 2)  # the first segment stands for its patch
+    column_pos = pos.unsqueeze(1)
+    halves = (same & (column_pos < half.unsqueeze(2))).to(dtype) - (
+        same & (column_pos >= (length - half).unsqueeze(2))
+    ).to(dtype)
+    halves = halves * (counted / half.clamp(min=1)).unsqueeze(2)
+
+    shore = foreground & (length >= 2) & (((pos == 0) & (t > 0)) | ((pos == length - 1) & (t < segments - 1)))
+    eye = torch.eye(segments, dtype=dtype, device=labels.device)
+    positives = eye - (same & (eye == 0)).to(dtype) / (length - 1).clamp(min=1).unsqueeze(2)
+    sea = run.unsqueeze(1) == (run + torch.where(pos == 0, -1, 1)).unsqueeze(2)  # the sea next to each shore
+    negatives = eye - sea.to(dtype) / sea.sum(2, keepdim=True).clamp(min=1)
+    shore_rows = shore.unsqueeze(2)
+    coefficients = torch.cat([halves, positives * shore_rows, negatives * shore_rows], dim=1)
+
+    def averaging(mask: torch.Tensor) -> torch.Tensor:
+        return mask / mask.sum(1, keepdim=True).clamp(min=1)
+
+    shore_weights = averaging(shore)
+    weights = torch.cat(
+        [averaging(counted & foreground) + averaging(counted & ~foreground), shore_weights, -shore_weights], dim=1
+    )
+    return coefficients, weights.to(dtype)
+
+
+TABLE_MAX_SEGMENTS = 12
+
+
+class PatternTable(NamedTuple):
+    """`lss_coefficients` of all ``2**T`` foreground patterns (pattern ``Σ_t fg_t 2^t`` at that index)."""
+
+    coefficients: torch.Tensor  # [2**T, 3T, T + 1], the row weight in the last column
+    used: torch.Tensor  # [2**T, 2]: number of used H rows and of used P rows, moved to the front of their block
+    powers: torch.Tensor  # [T]: 2^t
+
+
+@functools.lru_cache(maxsize=8)
+def pattern_table(segments: int, device: torch.device, dtype: torch.dtype) -> PatternTable:
+    """The `PatternTable` for `segments` segments, built once per device and dtype."""
+    powers = 1 << torch.arange(segments, device=device)
+    bits = (torch.arange(2**segments, device=device).unsqueeze(1) & powers) != 0
+    coefficients, weights = lss_coefficients(torch.where(bits, 0, BACKGROUND), dtype)
+    used = (weights != 0).view(-1, 3, segments)
+    order = torch.argsort(~used, dim=2, stable=True) + torch.arange(0, 3 * segments, segments, device=device)[:, None]
+    rows = torch.cat([coefficients, weights.unsqueeze(2)], dim=2)
+    rows = rows.gather(1, order.flatten(1).unsqueeze(2).expand(-1, -1, segments + 1))
+    return PatternTable(rows, used[:, :2].sum(2), powers)
+
+
+def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`lss_coefficients` with each block cut to the rows some video of the batch uses, and the P block size.
+
+    For ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed, uncut.
+    """
+    segments = labels.shape[1]
+    if segments > TABLE_MAX_SEGMENTS:
+        coefficients, weights = lss_coefficients(labels, dtype)
+        return coefficients, weights, segments
+    table = pattern_table(segments, labels.device, dtype)
+    codes = ((labels != BACKGROUND) * table.powers).sum(1)
+    half_rows, shore_rows = table.used.index_select(0, codes).amax(0).tolist()
+    entries = table.coefficients.index_select(0, codes)
+    blocks = [entries[:, start : start + n] for start, n in ((0, half_rows), (segments, shore_rows), (2 * segments, shore_rows))]
+    rows = torch.cat(blocks, dim=1)
+    return rows[..., :segments], rows[..., segments], shore_rows
+
+
+@functools.lru_cache(maxsize=256)
+def margin_offsets(rows: int, shore_rows: int, margin: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[rows]``: `margin` on the P rows, 0 elsewhere."""
+    offsets = torch.zeros(rows, device=device, dtype=dtype)
+    offsets[rows - 2 * shore_rows : rows - shore_rows] = margin
+    return offsets
+
+
+class LandShoreSea(torch.autograd.Function):
+    """Batch-mean LSS from features ``[B, T, D]`` and `row_coefficients` (the ``torch`` backend).
+
+    With the rows' norms ``ν = ‖C F‖`` and slopes ``s = d loss / dν`` (the row weight, times ``relu'`` of
+    its shore term on P and N rows; ``relu'(0) = 0`` as in `F.relu`), the hinge is linear where it is active,
+    so ``loss = Σ_r s_r (ν_r + margin on P rows)``. Backward in one product per video:
+    ``d loss / dF = Cᵀ diag(s / ν) C F`` (``s / ν := 0`` where ``ν = 0``), a ``[T, T]`` matrix times ``F``.
+    """
+
+    @staticmethod
+    def forward(ctx, features, coefficients, weights, margin, shore_rows):
+        batch, rows = weights.shape
+        half_rows = rows - 2 * shore_rows
+        norms = torch.linalg.vector_norm(torch.bmm(coefficients, features), dim=2)
+        active = norms[:, half_rows : rows - shore_rows] - norms[:, rows - shore_rows :] > -margin
+        shore_slopes = weights[:, half_rows : rows - shore_rows] * active
+        slopes = torch.cat([weights[:, :half_rows], shore_slopes, -shore_slopes], dim=1) / batch
+        ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0))
+        offsets = margin_offsets(rows, shore_rows, margin, norms.device, norms.dtype)
+        return torch.dot(slopes.flatten(), (norms + offsets).flatten())
+
+    @staticmethod
+    def backward(ctx, grad):
+        features, coefficients, scale = ctx.saved_tensors
+        scaled = (scale * grad).unsqueeze(2) * coefficients
+        return torch.bmm(torch.bmm(coefficients.transpose(1, 2), scaled), features), None, None, None, None
+
+
+def lss_torch(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """The batch-mean LSS on the ``torch`` backend (inputs already checked)."""
+    coefficients, weights, shore_rows = row_coefficients(labels, features.dtype)
+    return LandShoreSea.apply(features, coefficients, weights, margin, shore_rows)
+
+
 class LSSLoss(reference.LSSLoss):
-    """Drop-in `avel_fast.reference.LSSLoss`: same constructor and value."""
+    """Drop-in `avel_fast.reference.LSSLoss` (same constructor and value), vectorised over the batch.
+
+    Backend (SPEC §9, `avel_fast.backend.select_backend`): the Triton kernel on CUDA, the batched PyTorch path
+    on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. The input check and the row count of the
+    ``torch`` path read label values: graph breaks under `torch.compile`.
+    """
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`features` ``[B, T, D]`` (the gated features), `labels` ``[B, T]`` in ``0..28`` -> scalar loss."""
+        backend = select_backend(features)
+        if backend == "reference":
+            return super().forward(features, labels)
+        reference.check_lss_input(features, labels)
+        if backend == "triton":
+            from avel_fast.kernels.lss import lss_triton
+
+            return lss_triton(features, labels, self.margin)
+        return lss_torch(features, labels, self.margin)
