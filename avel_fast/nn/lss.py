@@ -95,10 +95,12 @@ def pattern_table(segments: int, device: torch.device, dtype: torch.dtype) -> Pa
     return PatternTable(rows, used[:, :2].sum(2), powers)
 
 
+@torch.compiler.disable
 def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
     """`lss_coefficients` with each block cut to the rows some video of the batch uses, and the P block size.
 
-    For ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed, uncut.
+    For ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed, uncut. Runs
+    eagerly under `torch.compile` (labels only; the row count depends on their values).
     """
     segments = labels.shape[1]
     if segments > TABLE_MAX_SEGMENTS:
@@ -113,20 +115,12 @@ def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Te
     return rows[..., :segments], rows[..., segments], shore_rows
 
 
-@functools.lru_cache(maxsize=256)
-def margin_offsets(rows: int, shore_rows: int, margin: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``[rows]``: `margin` on the P rows, 0 elsewhere."""
-    offsets = torch.zeros(rows, device=device, dtype=dtype)
-    offsets[rows - 2 * shore_rows : rows - shore_rows] = margin
-    return offsets
-
-
 class LandShoreSea(torch.autograd.Function):
     """Batch-mean LSS from features ``[B, T, D]`` and `row_coefficients` (the ``torch`` backend).
 
     With the rows' norms ``ν = ‖C F‖`` and slopes ``s = d loss / dν`` (the row weight, times ``relu'`` of
     its shore term on P and N rows; ``relu'(0) = 0`` as in `F.relu`), the hinge is linear where it is active,
-    so ``loss = Σ_r s_r (ν_r + margin on P rows)``. Backward in one product per video:
+    so ``loss = Σ_r s_r ν_r + margin Σ_{P rows} s_r``. Backward in one product per video:
     ``d loss / dF = Cᵀ diag(s / ν) C F`` (``s / ν := 0`` where ``ν = 0``), a ``[T, T]`` matrix times ``F``.
     """
 
@@ -139,8 +133,7 @@ class LandShoreSea(torch.autograd.Function):
         shore_slopes = weights[:, half_rows : rows - shore_rows] * active
         slopes = torch.cat([weights[:, :half_rows], shore_slopes, -shore_slopes], dim=1) / batch
         ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0))
-        offsets = margin_offsets(rows, shore_rows, margin, norms.device, norms.dtype)
-        return torch.dot(slopes.flatten(), (norms + offsets).flatten())
+        return torch.dot(slopes.flatten(), norms.flatten()) + margin * shore_slopes.sum() / batch
 
     @staticmethod
     def backward(ctx, grad):
@@ -150,9 +143,12 @@ class LandShoreSea(torch.autograd.Function):
 
 
 def lss_torch(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """The batch-mean LSS on the ``torch`` backend (inputs already checked)."""
-    coefficients, weights, shore_rows = row_coefficients(labels, features.dtype)
-    return LandShoreSea.apply(features, coefficients, weights, margin, shore_rows)
+    """The batch-mean LSS on the ``torch`` backend (inputs already checked), in fp32 or the features' wider
+    dtype with autocast off (a loss; the Triton kernel computes in fp32 too)."""
+    dtype = torch.promote_types(features.dtype, torch.float32)
+    with torch.autocast(features.device.type, enabled=False):
+        coefficients, weights, shore_rows = row_coefficients(labels, dtype)
+        return LandShoreSea.apply(features.to(dtype), coefficients, weights, margin, shore_rows)
 
 
 class LSSLoss(reference.LSSLoss):
