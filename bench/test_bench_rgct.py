@@ -1,0 +1,75 @@
+"""RGCT benchmarks (SPEC §11): reference vs fast (`avel_fast.nn.RGCT`: the Triton kernels on CUDA, the torch
+path on CPU) vs ``torch.compile(reference)``, forward (eval, no grad) and forward+backward (training, dropout
+on, input requiring grad as inside DPNet), without linkage (G = 1: 48 videos) and with it (G = 2: 48 videos and
+their 48 replicas). Sizes: D_in = D = 256 on CPU, the paper's D = 768 on CUDA."""
+import pytest
+import torch
+
+from avel_fast import reference
+from avel_fast.nn import RGCT
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+DIM = 768 if CUDA else 256
+VIDEOS, STEPS = 48, 10
+IMPLS = ["reference", "fast", "compile"]
+
+
+def synchronize() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def build(impl: str):
+    """The module under test for `impl`, with the same parameters for every impl (seeded)."""
+    torch.manual_seed(0)
+    ref = reference.RGCT(DIM, DIM).to(DEVICE)
+    if impl == "reference":
+        return ref, ref
+    if impl == "fast":
+        fast = RGCT(DIM, DIM).to(DEVICE)
+        fast.load_state_dict(ref.state_dict())
+        return fast, fast
+    if not CUDA:
+        pytest.skip("torch.compile(reference) takes minutes to warm up on 2 CPU cores; measured on CUDA only")
+    return torch.compile(ref), ref
+
+
+@pytest.mark.parametrize("group_size", [1, 2])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_rgct_forward(benchmark, impl, group_size):
+    module, parameters = build(impl)
+    parameters.eval()
+    x = torch.randn(VIDEOS * group_size, 2, STEPS, DIM, device=DEVICE)
+
+    def forward():
+        with torch.no_grad():
+            output = module(x, group_size)
+        synchronize()
+        return output
+
+    benchmark.group = f"rgct-G{group_size}/fwd"
+    benchmark.extra_info.update(impl=impl, device=torch.cuda.get_device_name() if CUDA else "cpu", dim=DIM)
+    output = benchmark.pedantic(forward, rounds=10, warmup_rounds=2)
+    assert output.shape == (VIDEOS * group_size, 2, STEPS, DIM)
+
+
+@pytest.mark.parametrize("group_size", [1, 2])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_rgct_forward_backward(benchmark, impl, group_size):
+    module, parameters = build(impl)
+    parameters.train()
+    x = torch.randn(VIDEOS * group_size, 2, STEPS, DIM, device=DEVICE, requires_grad=True)
+    grad = torch.randn(VIDEOS * group_size, 2, STEPS, DIM, device=DEVICE)
+
+    def step():
+        x.grad = None
+        parameters.zero_grad(set_to_none=True)
+        module(x, group_size).backward(grad)
+        synchronize()
+        return x.grad
+
+    benchmark.group = f"rgct-G{group_size}/fwd+bwd"
+    benchmark.extra_info.update(impl=impl, device=torch.cuda.get_device_name() if CUDA else "cpu", dim=DIM)
+    input_grad = benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    assert torch.isfinite(input_grad).all()
