@@ -12,7 +12,7 @@ import torch
 from _interpret import run_interpreted
 from avel_fast import reference
 from avel_fast.nn import LSSLoss
-from avel_fast.nn.lss import lss_coefficients, lss_torch, pattern_table, row_coefficients
+from avel_fast.nn.lss import by_row, lss_coefficients, lss_torch, pattern_table, row_coefficients
 
 BG = 28
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -83,21 +83,21 @@ def test_random_labels_match_reference(torch_backend, videos, segments, dim):
 def test_more_segments_than_the_table_computes_rows_directly(torch_backend):
     torch.manual_seed(0)
     labels = random_labels(6, 15)
-    assert row_coefficients(labels, torch.float32)[0].shape == (6, 45, 15)  # uncut H, P, N blocks of T rows
+    assert row_coefficients(labels, torch.float32)[0].shape == (6, 15, 3, 15)  # T uncut rows of H, P, N
     assert_matches_reference(torch.randn(6, 15, 4), labels, margin=2.0)
 
 
-def test_table_rows_are_the_direct_rows_reordered():
-    coefficients, weights = lss_coefficients(torch.tensor([pattern_labels(p) for p in PATTERNS.values()]))
+def test_table_rows_are_the_direct_rows_used_first():
+    coefficients, weights = by_row(*lss_coefficients(torch.tensor([pattern_labels(p) for p in PATTERNS.values()])))
     table = pattern_table(10, torch.device("cpu"), torch.float32)
     codes = [int(p[::-1], 2) for p in PATTERNS.values()]  # segment t is bit t
     for video, code in enumerate(codes):
-        direct = torch.cat([coefficients[video], weights[video].unsqueeze(1)], dim=1)
+        used = weights[video] != 0  # [T, 3]
         for block in range(3):
-            rows = slice(10 * block, 10 * block + 10)
-            used = direct[rows][weights[video, rows] != 0]
-            assert torch.equal(table.coefficients[code, rows][: len(used)], used)
-        assert table.used[code].tolist() == [int((weights[video, :10] != 0).sum()), int((weights[video, 10:20] != 0).sum())]
+            direct = torch.cat([coefficients[video, :, block], weights[video, :, block, None]], dim=1)[used[:, block]]
+            assert torch.equal(table.rows[code, : len(direct), block], direct)
+            assert not table.rows[code, len(direct) :, block].any()
+        assert table.used[code] == used.sum(0).max()
 
 
 def test_zero_norms_have_zero_subgradient_like_the_reference(torch_backend):

@@ -75,11 +75,19 @@ TABLE_MAX_SEGMENTS = 12
 
 
 class PatternTable(NamedTuple):
-    """`lss_coefficients` of all ``2**T`` foreground patterns (pattern ``Σ_t fg_t 2^t`` at that index)."""
+    """`lss_coefficients` of all ``2**T`` foreground patterns (pattern ``Σ_t fg_t 2^t`` at that index), laid
+    out as `LandShoreSea` takes them: ``[2**T, T, 3, T + 1]``, entry ``[i, k]`` = the i-th used row of block k
+    (H, P, N) followed by its weight (zeros past the used rows)."""
 
-    coefficients: torch.Tensor  # [2**T, 3T, T + 1], the row weight in the last column
-    used: torch.Tensor  # [2**T, 2]: number of used H rows and of used P rows, moved to the front of their block
+    rows: torch.Tensor
+    used: torch.Tensor  # [2**T]: rows used in the larger block
     powers: torch.Tensor  # [T]: 2^t
+
+
+def by_row(coefficients: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, 3T, T]``, ``[B, 3T]`` (blocks H, P, N) -> ``[B, T, 3, T]``, ``[B, T, 3]`` (row i of each block)."""
+    batch, rows, segments = coefficients.shape
+    return coefficients.view(batch, 3, -1, segments).transpose(1, 2), weights.view(batch, 3, -1).transpose(1, 2)
 
 
 @functools.lru_cache(maxsize=8)
@@ -87,32 +95,28 @@ def pattern_table(segments: int, device: torch.device, dtype: torch.dtype) -> Pa
     """The `PatternTable` for `segments` segments, built once per device and dtype."""
     powers = 1 << torch.arange(segments, device=device)
     bits = (torch.arange(2**segments, device=device).unsqueeze(1) & powers) != 0
-    coefficients, weights = lss_coefficients(torch.where(bits, 0, BACKGROUND), dtype)
-    used = (weights != 0).view(-1, 3, segments)
-    order = torch.argsort(~used, dim=2, stable=True) + torch.arange(0, 3 * segments, segments, device=device)[:, None]
-    rows = torch.cat([coefficients, weights.unsqueeze(2)], dim=2)
-    rows = rows.gather(1, order.flatten(1).unsqueeze(2).expand(-1, -1, segments + 1))
-    return PatternTable(rows, used[:, :2].sum(2), powers)
+    coefficients, weights = by_row(*lss_coefficients(torch.where(bits, 0, BACKGROUND), dtype))
+    used = weights != 0
+    order = torch.argsort(~used, dim=1, stable=True)  # used rows first, per block
+    rows = torch.cat([coefficients, weights.unsqueeze(3)], dim=3)
+    rows = rows.gather(1, order.unsqueeze(3).expand(-1, -1, -1, segments + 1)).contiguous()
+    return PatternTable(rows, used.sum(1).amax(1), powers)
 
 
 @torch.compiler.disable
-def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """`lss_coefficients` with each block cut to the rows some video of the batch uses, and the P block size.
+def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """`lss_coefficients` by row: ``[B, R, 3, T]`` and ``[B, R, 3]``, R = the rows some video of the batch uses.
 
-    For ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed, uncut. Runs
-    eagerly under `torch.compile` (labels only; the row count depends on their values).
+    For ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed, with R = T. Runs
+    eagerly under `torch.compile` (labels only; R depends on their values).
     """
     segments = labels.shape[1]
     if segments > TABLE_MAX_SEGMENTS:
-        coefficients, weights = lss_coefficients(labels, dtype)
-        return coefficients, weights, segments
+        return by_row(*lss_coefficients(labels, dtype))
     table = pattern_table(segments, labels.device, dtype)
     codes = ((labels != BACKGROUND) * table.powers).sum(1)
-    half_rows, shore_rows = table.used.index_select(0, codes).amax(0).tolist()
-    entries = table.coefficients.index_select(0, codes)
-    blocks = [entries[:, start : start + n] for start, n in ((0, half_rows), (segments, shore_rows), (2 * segments, shore_rows))]
-    rows = torch.cat(blocks, dim=1)
-    return rows[..., :segments], rows[..., segments], shore_rows
+    rows = table.rows.index_select(0, codes)[:, : table.used.index_select(0, codes).max().item()]
+    return rows[..., :segments], rows[..., segments]
 
 
 class LandShoreSea(torch.autograd.Function):
@@ -125,21 +129,22 @@ class LandShoreSea(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, features, coefficients, weights, margin, shore_rows):
-        batch, rows = weights.shape
-        half_rows = rows - 2 * shore_rows
-        norms = torch.linalg.vector_norm(torch.bmm(coefficients, features), dim=2)
-        active = norms[:, half_rows : rows - shore_rows] - norms[:, rows - shore_rows :] > -margin
-        shore_slopes = weights[:, half_rows : rows - shore_rows] * active
-        slopes = torch.cat([weights[:, :half_rows], shore_slopes, -shore_slopes], dim=1) / batch
-        ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0))
-        return torch.dot(slopes.flatten(), norms.flatten()) + margin * shore_slopes.sum() / batch
+    def forward(ctx, features, coefficients, weights, margin):
+        batch, rows, _, segments = coefficients.shape
+        coefficients = coefficients.reshape(batch, 3 * rows, segments)
+        norms = torch.linalg.vector_norm(torch.bmm(coefficients, features), dim=2).view(batch, rows, 3)
+        _, positive_norms, negative_norms = norms.unbind(2)
+        half_weights, shore_weights, _ = weights.unbind(2)
+        shore_slopes = shore_weights * (positive_norms - negative_norms > -margin)
+        slopes = torch.stack([half_weights, shore_slopes, -shore_slopes], dim=2).div_(batch)
+        ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0).view(batch, -1))
+        return torch.dot(slopes.flatten(), norms.flatten()).add_(slopes[..., 1].sum(), alpha=margin)
 
     @staticmethod
     def backward(ctx, grad):
         features, coefficients, scale = ctx.saved_tensors
         scaled = (scale * grad).unsqueeze(2) * coefficients
-        return torch.bmm(torch.bmm(coefficients.transpose(1, 2), scaled), features), None, None, None, None
+        return torch.bmm(torch.bmm(coefficients.transpose(1, 2), scaled), features), None, None, None
 
 
 def lss_torch(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
@@ -147,8 +152,8 @@ def lss_torch(features: torch.Tensor, labels: torch.Tensor, margin: float) -> to
     dtype with autocast off (a loss; the Triton kernel computes in fp32 too)."""
     dtype = torch.promote_types(features.dtype, torch.float32)
     with torch.autocast(features.device.type, enabled=False):
-        coefficients, weights, shore_rows = row_coefficients(labels, dtype)
-        return LandShoreSea.apply(features.to(dtype), coefficients, weights, margin, shore_rows)
+        coefficients, weights = row_coefficients(labels, dtype)
+        return LandShoreSea.apply(features.to(dtype), coefficients, weights, margin)
 
 
 class LSSLoss(reference.LSSLoss):
