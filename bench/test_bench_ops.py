@@ -1,0 +1,154 @@
+"""Benchmarks of gated fusion, TemporalConv + Swish and the LSS loss (SPEC §11): reference vs fast
+(`avel_fast.nn`: the Triton kernels on CUDA, the torch path on CPU) vs ``torch.compile(reference)``.
+
+Forward (no grad) and forward+backward (inputs and parameters requiring grad, as inside the models), B = 48
+videos of T = 10 segments, D = 256 on CPU and the paper's D = 768 on CUDA. LSS labels come from the data:
+``lss`` uses 48 training videos of the synthetic AVE set (the real AVE label statistics: one event per video,
+most of them 10 segments long), ``lss-smb`` 48 SMB-fused videos made from them (EDRNet's augmentation, several
+lands per video), the two ends of what EDRNet's LSS sees in training.
+"""
+import copy
+
+import pytest
+import torch
+
+from avel_fast import reference
+from avel_fast.augment import smb_fusion
+from avel_fast.data.synthetic import synthetic_labels
+from avel_fast.nn import GatedFusion, LSSLoss, TemporalConv, patch
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+DIM = 768 if CUDA else 256
+VIDEOS, SEGMENTS = 48, 10
+IMPLS = ["reference", "fast", "compile"]
+
+
+def synchronize() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def record(benchmark, group: str, impl: str) -> None:
+    benchmark.group = group
+    benchmark.extra_info.update(impl=impl, device=torch.cuda.get_device_name() if CUDA else "cpu", dim=DIM)
+
+
+def build(impl: str, reference_module):
+    """The module under test for `impl` and the module holding its parameters: the reference, a patched copy
+    (`avel_fast.nn.patch`: the fast class, same parameter values) or the compiled reference."""
+    if impl == "reference":
+        return reference_module, reference_module
+    if impl == "fast":
+        fast = patch(copy.deepcopy(reference_module))
+        return fast, fast
+    return torch.compile(reference_module), reference_module
+
+
+def make_gated_fusion(kernel_size: int) -> reference.GatedFusion:
+    torch.manual_seed(kernel_size)
+    return reference.GatedFusion(DIM, kernel_size).to(DEVICE)
+
+
+def gated_fusion_inputs() -> list[torch.Tensor]:
+    return [torch.randn(VIDEOS, SEGMENTS, DIM, device=DEVICE) for _ in range(2)]
+
+
+def make_temporal_conv() -> reference.TemporalConv:
+    torch.manual_seed(0)
+    return reference.TemporalConv(DIM, DIM).to(DEVICE)
+
+
+def temporal_conv_inputs() -> list[torch.Tensor]:
+    return [torch.randn(VIDEOS, 2, SEGMENTS, DIM, device=DEVICE)]
+
+
+def run_forward(benchmark, module, inputs, group: str, impl: str):
+    def forward():
+        with torch.no_grad():
+            output = module(*inputs)
+        synchronize()
+        return output
+
+    record(benchmark, group, impl)
+    return benchmark.pedantic(forward, rounds=10, warmup_rounds=2)
+
+
+def run_forward_backward(benchmark, module, inputs, parameters, group: str, impl: str):
+    inputs = [x.requires_grad_() for x in inputs]
+    wrt = inputs + list(parameters)
+
+    def step():
+        output = module(*inputs)
+        grads = torch.autograd.grad(output, wrt, torch.ones_like(output))
+        synchronize()
+        return grads
+
+    record(benchmark, group, impl)
+    return benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gated_fusion_forward(benchmark, impl, kernel_size):
+    module, _ = build(impl, make_gated_fusion(kernel_size))
+    assert isinstance(module, GatedFusion) == (impl == "fast")
+    output = run_forward(benchmark, module, gated_fusion_inputs(), f"gated_fusion-k{kernel_size}/fwd", impl)
+    assert output.shape == (VIDEOS, SEGMENTS, DIM)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gated_fusion_forward_backward(benchmark, impl, kernel_size):
+    module, owner = build(impl, make_gated_fusion(kernel_size))
+    group = f"gated_fusion-k{kernel_size}/fwd+bwd"
+    grads = run_forward_backward(benchmark, module, gated_fusion_inputs(), owner.parameters(), group, impl)
+    assert all(torch.isfinite(grad).all() for grad in grads)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_temporal_conv_forward(benchmark, impl):
+    module, _ = build(impl, make_temporal_conv())
+    assert isinstance(module, TemporalConv) == (impl == "fast")
+    output = run_forward(benchmark, module, temporal_conv_inputs(), "temporal_conv/fwd", impl)
+    assert output.shape == (VIDEOS, 2, SEGMENTS, DIM)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_temporal_conv_forward_backward(benchmark, impl):
+    module, owner = build(impl, make_temporal_conv())
+    grads = run_forward_backward(
+        benchmark, module, temporal_conv_inputs(), owner.parameters(), "temporal_conv/fwd+bwd", impl
+    )
+    assert all(torch.isfinite(grad).all() for grad in grads)
+
+
+def lss_labels(kind: str) -> torch.Tensor:
+    """48 training label sequences: synthetic AVE (``ave``) or SMB-fused from them (``smb``), fixed seed."""
+    synthetic = synthetic_labels(seed=0)
+    train = synthetic.labels[synthetic.splits["train"]]
+    if kind == "smb":
+        train = torch.as_tensor(smb_fusion(train, per_class=2, seed=0).labels)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    return train[order[:VIDEOS]].to(DEVICE)
+
+
+@pytest.mark.parametrize("labels_kind", ["ave", "smb"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_lss_forward_backward(benchmark, impl, labels_kind):
+    if impl == "compile":
+        pytest.skip("the reference LSS loops over videos in Python on label values: torch.compile breaks the graph "
+                    "at every video and recompiles per label pattern")
+    labels = lss_labels(labels_kind)
+    torch.manual_seed(0)
+    features = torch.randn(VIDEOS, SEGMENTS, DIM, device=DEVICE, requires_grad=True)
+    loss = reference.LSSLoss() if impl == "reference" else LSSLoss()
+
+    def step():
+        grad = torch.autograd.grad(loss(features, labels), features)[0]
+        synchronize()
+        return grad
+
+    record(benchmark, "lss/fwd+bwd" if labels_kind == "ave" else "lss-smb/fwd+bwd", impl)
+    grad = benchmark.pedantic(step, rounds=20, warmup_rounds=2)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
