@@ -85,7 +85,8 @@ def lss_forward_kernel(
     positive_squares = tl.zeros([BLOCK_T], dtype=tl.float32)
     negative_squares = tl.zeros([BLOCK_T], dtype=tl.float32)
     for start in range(0, dim, BLOCK_D):
-        block = feature_block(features_ptr, feature_stride_t, feature_stride_d, segments, dim, start, BLOCK_T, BLOCK_D)
+        block = feature_block(features_ptr, feature_stride_t, feature_stride_d, segments, dim, start,
+                              BLOCK_T, BLOCK_D)
         difference = tl.dot(halves, block, input_precision="ieee")
         half_squares += tl.sum(difference * difference, axis=1)
         difference = tl.dot(positives, block, input_precision="ieee")
@@ -136,7 +137,8 @@ def lss_backward_kernel(
     features_ptr += video * feature_stride_b
     grad_features_ptr += video * segments * dim
     for start in range(0, dim, BLOCK_D):
-        block = feature_block(features_ptr, feature_stride_t, feature_stride_d, segments, dim, start, BLOCK_T, BLOCK_D)
+        block = feature_block(features_ptr, feature_stride_t, feature_stride_d, segments, dim, start,
+                              BLOCK_T, BLOCK_D)
         cols = start + tl.arange(0, BLOCK_D)
         mask = (r[:, None] < segments) & (cols[None, :] < dim)
         grad_block = tl.dot(gram, block, input_precision="ieee")
@@ -146,7 +148,10 @@ def lss_backward_kernel(
 
 def blocks(segments: int, dim: int) -> dict[str, int]:
     """Tile sizes: T padded to a power of two >= 16 (``tl.dot``), 16..64 feature columns per step."""
-    return {"BLOCK_T": max(16, triton.next_power_of_2(segments)), "BLOCK_D": min(64, max(16, triton.next_power_of_2(dim)))}
+    return {
+        "BLOCK_T": max(16, triton.next_power_of_2(segments)),
+        "BLOCK_D": min(64, max(16, triton.next_power_of_2(dim))),
+    }
 
 
 class TritonLandShoreSea(torch.autograd.Function):
@@ -180,4 +185,5 @@ class TritonLandShoreSea(torch.autograd.Function):
 
 def lss_triton(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
     """The batch-mean LSS on the ``triton`` backend (inputs already checked), in fp32 or the features' wider dtype."""
-    return TritonLandShoreSea.apply(features, labels, margin).mean().to(torch.promote_types(features.dtype, torch.float32))
+    loss = TritonLandShoreSea.apply(features, labels, margin).mean()
+    return loss.to(torch.promote_types(features.dtype, torch.float32))

@@ -39,9 +39,11 @@ def assert_matches_reference(fast, ref, audio, visual, rtol: float = 1e-4) -> No
     """Output and all gradients agree within `rtol` relative to each tensor's scale."""
     grad = torch.randn_like(audio)
     names = ["output", "audio.grad", "visual.grad", "gate.weight.grad", "gate.bias.grad"]
-    for name, got, want in zip(names, run_with_grads(fast, audio, visual, grad), run_with_grads(ref, audio, visual, grad)):
+    results = zip(names, run_with_grads(fast, audio, visual, grad), run_with_grads(ref, audio, visual, grad))
+    for name, got, want in results:
         assert got.dtype == want.dtype, name
-        torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * want.abs().max().item(), msg=lambda m: f"{name}: {m}")
+        scale = want.abs().max().item()
+        torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.fixture
@@ -92,7 +94,9 @@ def test_reference_backend_runs_the_reference(monkeypatch):
     assert type(fast(torch.randn(2, 5, 4), torch.randn(2, 5, 4)).grad_fn).__name__ == "AddBackward0"
 
 
-@pytest.mark.parametrize("audio_shape,visual_shape", [((2, 5, 4), (2, 5, 3)), ((2, 5, 3), (2, 5, 3)), ((10, 4), (10, 4))])
+@pytest.mark.parametrize(
+    "audio_shape,visual_shape", [((2, 5, 4), (2, 5, 3)), ((2, 5, 3), (2, 5, 3)), ((10, 4), (10, 4))]
+)
 def test_wrong_shapes_are_rejected(torch_backend, audio_shape, visual_shape):
     with pytest.raises(ValueError, match=r"audio and visual must both have shape \[B, T, 4\]"):
         GatedFusion(4)(torch.randn(audio_shape), torch.randn(visual_shape))
@@ -139,5 +143,6 @@ def test_triton_matches_reference_cuda(monkeypatch, kernel_size):
     fast, ref = twin_modules(768, kernel_size, device="cuda")
     audio, visual = torch.randn(48, 10, 768, device="cuda"), torch.randn(48, 10, 768, device="cuda")
     assert_matches_reference(fast, ref, audio, visual)
+    assert_matches_reference(torch.compile(fast), ref, audio, visual)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert_matches_reference(fast, ref, audio, visual, rtol=2e-2)

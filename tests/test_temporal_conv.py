@@ -41,7 +41,8 @@ def assert_matches_reference(fast, ref, x: torch.Tensor, rtol: float = 1e-4) -> 
     names = ["output", "x.grad", "audio.weight.grad", "audio.bias.grad", "visual.weight.grad", "visual.bias.grad"]
     for name, got, want in zip(names, run_with_grads(fast, x, grad), run_with_grads(ref, x, grad)):
         assert got.dtype == want.dtype and got.shape == want.shape, name
-        torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * want.abs().max().item(), msg=lambda m: f"{name}: {m}")
+        scale = want.abs().max().item()
+        torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.fixture
@@ -138,5 +139,6 @@ def test_triton_matches_reference_cuda(monkeypatch):
     fast, ref = twin_modules(768, 768, device="cuda")
     x = torch.randn(48, 2, 10, 768, device="cuda")
     assert_matches_reference(fast, ref, x)
+    assert_matches_reference(torch.compile(fast), ref, x)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert_matches_reference(fast, ref, x, rtol=2e-2)

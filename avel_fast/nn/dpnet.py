@@ -37,7 +37,10 @@ def unstacked_taps(grad: torch.Tensor, kernel_size: int) -> torch.Tensor:
 
 
 def sum_taps(taps: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out[..., t, :] = Σ_j taps[..., t + j − p, j, :]`` over the taps inside the sequence; `taps` ``[..., T, k, O]``."""
+    """``out[..., t, :] = Σ_j taps[..., t + j − p, j, :]`` over the taps inside the sequence.
+
+    `taps` ``[..., T, k, O]``, `out` ``[..., T, O]`` (written and returned).
+    """
     segments, kernel_size = taps.shape[-3], taps.shape[-2]
     pad = kernel_size // 2
     out.copy_(taps[..., pad, :])
@@ -53,7 +56,7 @@ def sum_taps(taps: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def spread_taps(grad: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """The adjoint of `sum_taps`: ``[..., T, O]`` -> ``[..., T, k, O]`` with ``[s, j] = grad[s − j + p]`` (0 outside)."""
+    """The adjoint of `sum_taps`: ``[..., T, O]`` -> ``[..., T, k, O]``, ``[s, j] = grad[s − j + p]`` (0 outside)."""
     if kernel_size == 1:
         return grad.unsqueeze(-2)
     segments = grad.shape[-2]
@@ -70,7 +73,7 @@ def spread_taps(grad: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return taps
 
 
-def modality_operands(x: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def modality_operands(x: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """``x`` ``[B, 2, T, I]`` -> per-modality rows ``[2, B·T, I]``, stacked taps ``[2, k·O, I]``, biases ``[2, O]``.
 
     `weights` = (audio weight, visual weight, audio bias, visual bias); all in `compute_dtype`.

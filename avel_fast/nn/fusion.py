@@ -32,7 +32,10 @@ def gate_taps(audio_rows, visual_rows, audio_taps, visual_taps) -> torch.Tensor:
 
 
 def gate_gemm_grads(
-    grad_taps: torch.Tensor, direct_audio: torch.Tensor, direct_visual: torch.Tensor, operands: tuple[torch.Tensor, ...],
+    grad_taps: torch.Tensor,
+    direct_audio: torch.Tensor,
+    direct_visual: torch.Tensor,
+    operands: tuple[torch.Tensor, ...],
     weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """da, dv ``[B·T, D]``, dW ``[D, 2D, k]`` and db from ``dY`` ``[B·T, k·D]`` and the elementwise parts of da, dv.

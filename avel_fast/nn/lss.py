@@ -10,10 +10,10 @@ blocks of coefficient rows per video (`lss_coefficients`, row ``r`` belongs to s
   so ``(P F)_r = anchor − positive``;
 * ``N`` (negatives): for the same rows, ``e_r − (its adjacent sea)/length``, so ``(N F)_r = anchor − negative``;
 
-and ``loss = mean_b [Σ_H w_r ‖(H F)_r‖ + Σ_P w_r · relu(‖(P F)_r‖ − ‖(N F)_r‖ + margin)]`` with ``w = 1/#lands``
-on land rows, ``1/#seas`` on sea rows, ``1/#shores`` on shore rows (a video with nothing to average gets 0,
-SPEC §5.1). The ``torch`` backend (`LandShoreSea`) computes all rows of the batch as one batched product; the
-Triton kernel of `avel_fast.kernels.lss` builds the same rows inside one program per video.
+and ``loss = mean_b [Σ_H w_r ‖(H F)_r‖ + Σ_P w_r · relu(‖(P F)_r‖ − ‖(N F)_r‖ + margin)]`` with
+``w = 1/#lands`` on land rows, ``1/#seas`` on sea rows, ``1/#shores`` on shore rows (a video with nothing to
+average gets 0, SPEC §5.1). The ``torch`` backend (`LandShoreSea`) computes all rows of the batch as one batched
+product; the Triton kernel of `avel_fast.kernels.lss` builds the same rows inside one program per video.
 
 Gradient of a norm at 0: 0 on every backend, as `torch.linalg.vector_norm`'s backward (the reference) gives.
 """
@@ -103,15 +103,14 @@ def pattern_table(segments: int, device: torch.device, dtype: torch.dtype) -> Pa
     return PatternTable(rows, used.sum(1).amax(1), powers)
 
 
-@torch.compiler.disable
 def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """`lss_coefficients` by row: ``[B, R, 3, T]`` and ``[B, R, 3]``, R = the rows some video of the batch uses.
 
-    For ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed, with R = T. Runs
-    eagerly under `torch.compile` (labels only; R depends on their values).
+    Eagerly and for ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed with
+    R = T, which is also what `torch.compile` traces (no cached table, no shape that depends on label values).
     """
     segments = labels.shape[1]
-    if segments > TABLE_MAX_SEGMENTS:
+    if segments > TABLE_MAX_SEGMENTS or torch.compiler.is_compiling():
         return by_row(*lss_coefficients(labels, dtype))
     table = pattern_table(segments, labels.device, dtype)
     codes = ((labels != BACKGROUND) * table.powers).sum(1)
@@ -160,8 +159,8 @@ class LSSLoss(reference.LSSLoss):
     """Drop-in `avel_fast.reference.LSSLoss` (same constructor and value), vectorised over the batch.
 
     Backend (SPEC §9, `avel_fast.backend.select_backend`): the Triton kernel on CUDA, the batched PyTorch path
-    on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. The input check and the row count of the
-    ``torch`` path read label values: graph breaks under `torch.compile`.
+    on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. Under `torch.compile` the input check
+    (the reference's, it reads the label range) breaks the graph; the rest traces.
     """
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
