@@ -119,40 +119,41 @@ def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Te
 
 
 class LandShoreSea(torch.autograd.Function):
-    """Batch-mean LSS from features ``[B, T, D]`` and `row_coefficients` (the ``torch`` backend).
+    """Batch-mean LSS from features ``[B, T, D]`` and labels ``[B, T]`` (the ``torch`` backend).
 
-    With the rows' norms ``ν = ‖C F‖`` and slopes ``s = d loss / dν`` (the row weight, times ``relu'`` of
-    its shore term on P and N rows; ``relu'(0) = 0`` as in `F.relu`), the hinge is linear where it is active,
-    so ``loss = Σ_r s_r ν_r + margin Σ_{P rows} s_r``. Backward in one product per video:
+    With the rows' norms ``ν = ‖C F‖`` (`row_coefficients`) and slopes ``s = d loss / dν`` (the row weight,
+    times ``relu'`` of its shore term on P and N rows; ``relu'(0) = 0`` as in `F.relu`), the hinge is linear
+    where it is active, so ``loss = Σ_r s_r ν_r + margin Σ_{P rows} s_r``. Backward in one product per video:
     ``d loss / dF = Cᵀ diag(s / ν) C F`` (``s / ν := 0`` where ``ν = 0``), a ``[T, T]`` matrix times ``F``.
     """
 
     @staticmethod
-    def forward(ctx, features, coefficients, weights, margin):
+    def forward(ctx, features, labels, margin):
+        coefficients, weights = row_coefficients(labels, features.dtype)
         batch, rows, _, segments = coefficients.shape
         coefficients = coefficients.reshape(batch, 3 * rows, segments)
         norms = torch.linalg.vector_norm(torch.bmm(coefficients, features), dim=2).view(batch, rows, 3)
-        _, positive_norms, negative_norms = norms.unbind(2)
-        half_weights, shore_weights, _ = weights.unbind(2)
-        shore_slopes = shore_weights * (positive_norms - negative_norms > -margin)
-        slopes = torch.stack([half_weights, shore_slopes, -shore_slopes], dim=2).div_(batch)
+        active = (norms[..., 1] - norms[..., 2] > -margin).unsqueeze(2)
+        slopes = weights * torch.cat([torch.ones_like(active), active, active], dim=2)
         ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0).view(batch, -1))
-        return torch.dot(slopes.flatten(), norms.flatten()).add_(slopes[..., 1].sum(), alpha=margin)
+        loss = torch.dot(slopes.flatten(), norms.flatten()).add_(slopes[..., 1].sum(), alpha=margin)
+        return loss.div_(batch)
 
     @staticmethod
     def backward(ctx, grad):
         features, coefficients, scale = ctx.saved_tensors
-        scaled = (scale * grad).unsqueeze(2) * coefficients
-        return torch.bmm(torch.bmm(coefficients.transpose(1, 2), scaled), features), None, None, None
+        scaled = (scale * (grad / features.shape[0])).unsqueeze(2) * coefficients
+        return torch.bmm(torch.bmm(coefficients.transpose(1, 2), scaled), features), None, None
 
 
 def lss_torch(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
     """The batch-mean LSS on the ``torch`` backend (inputs already checked), in fp32 or the features' wider
     dtype with autocast off (a loss; the Triton kernel computes in fp32 too)."""
-    dtype = torch.promote_types(features.dtype, torch.float32)
-    with torch.autocast(features.device.type, enabled=False):
-        coefficients, weights = row_coefficients(labels, dtype)
-        return LandShoreSea.apply(features.to(dtype), coefficients, weights, margin)
+    features = features.to(torch.promote_types(features.dtype, torch.float32))
+    if torch.is_autocast_enabled(features.device.type):
+        with torch.autocast(features.device.type, enabled=False):
+            return LandShoreSea.apply(features, labels, margin)
+    return LandShoreSea.apply(features, labels, margin)
 
 
 class LSSLoss(reference.LSSLoss):
