@@ -24,9 +24,9 @@ Generative model. Every segment has an audio source and a visual source, each a 
 * Audio [T, 128] = `audio_scale` * gain * relu(`audio_bias` + per-video ambient sound + `audio_strength` *
   source + `audio_noise` * N(0, 1)); a fixed log-normal per-dimension gain gives VGGish-like heavy tails
   (about 65 % zeros, mean about 0.12, max about 4.5 on the full set).
-* Visual [T, 7, 7, 512] = relu(`visual_bias` + per-video scene (smooth spatial map x channel vector) +
-  `visual_strength` * Gaussian blob (width `object_width`) at the object position x source + per-segment
-  channel noise + per-position noise). The object position random-walks (`object_drift` cells per segment,
+* Visual [T, 7, 7, 512] = `visual_scale` * relu(`visual_bias` + per-video scene (smooth spatial map x channel
+  vector) + `visual_strength` * Gaussian blob (width `object_width`) at the object position x source +
+  per-segment channel noise + per-position noise): about 65 % zeros, mean about 0.9, like VGG19 pool5 maps. The object position random-walks (`object_drift` cells per segment,
   reflected at the border); all sources of a video share that track.
 
 Determinism: labels come from one generator seeded by ``derive_seed(seed, stream)``; the features of video i
@@ -115,6 +115,7 @@ class SyntheticConfig:
     visual_segment_noise: float = 0.3  # per segment and channel, shared by the 7x7 positions
     visual_scene: float = 0.5  # per-video scene
     visual_bias: float = -0.5
+    visual_scale: float = 3.0  # overall magnitude (pool5-like: mean about 0.9)
     object_width: float = 1.2  # Gaussian blob, in grid cells
     object_drift: float = 0.6  # random-walk step per segment, in grid cells
 
@@ -326,7 +327,7 @@ def _chunk_features(audio_source, visual_source, prototypes: _Prototypes, draws:
     visual += config.visual_scene * scene + config.visual_segment_noise * segment_noise + config.visual_bias
     object_channels = config.visual_strength * (visual_latent @ prototypes.visual_embedding)
     visual.addcmul_(blob.unsqueeze(-1), object_channels.view(b, t, 1, 1, channels))
-    return audio, visual.relu_()
+    return audio, visual.relu_().mul_(config.visual_scale)
 
 
 def synthetic_feature_chunks(
