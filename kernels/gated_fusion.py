@@ -7,6 +7,11 @@ The gate's GEMMs stay dense in cuBLAS with the weight split (``[a, v]`` is never
   ``g = σ(z)``, ``out = v + g ⊙ (a − v)``; writes ``out`` and ``g``;
 * backward: ``da = dout ⊙ g``, ``dv = dout − da``, ``dz = da ⊙ (1 − g) ⊙ (a − v)`` spread into the taps'
   gradient; the transposed-conv GEMMs then accumulate into ``da`` / ``dv`` (`torch.addmm`).
+
+Why cuBLAS plus an epilogue kernel rather than a Triton GEMM with the epilogue fused in: the reference spends
+its extra time in the concatenation, the transposes and ~5 elementwise kernels around one convolution, all
+removed here; the GEMMs themselves are cuBLAS-bound either way. (Not measured against a fused Triton GEMM:
+the kernels were developed without a GPU, checked through Triton's interpreter and compiled for sm_90.)
 """
 from __future__ import annotations
 

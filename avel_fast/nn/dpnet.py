@@ -25,14 +25,21 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return tensor.dtype
 
 
+def conv_taps(weight: torch.Tensor) -> torch.Tensor:
+    """A Conv1d weight ``[O, I, k]`` as one GEMM operand ``[k·O, I]``, row ``j·O + o`` = ``weight[o, :, j]``
+    (a view when k = 1)."""
+    if weight.shape[-1] == 1:
+        return weight[..., 0]
+    return weight.permute(2, 0, 1).reshape(-1, weight.shape[1])
+
+
 def stacked_taps(*weights: torch.Tensor) -> torch.Tensor:
-    """Conv1d weights ``[O, I, k]`` -> ``[len(weights), k·O, I]``, row ``j·O + o`` = ``weight[o, :, j]``."""
-    in_dim = weights[0].shape[1]
-    return torch.stack([weight.permute(2, 0, 1) for weight in weights]).reshape(len(weights), -1, in_dim)
+    """`conv_taps` of several weights of one shape, stacked: ``[len(weights), k·O, I]``."""
+    return torch.stack([conv_taps(weight) for weight in weights])
 
 
 def unstacked_taps(grad: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Inverse layout of `stacked_taps` for one weight: ``[k·O, I]`` -> ``[O, I, k]``."""
+    """Inverse layout of `conv_taps`: ``[k·O, I]`` -> ``[O, I, k]``."""
     return grad.unflatten(0, (kernel_size, -1)).permute(1, 2, 0)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from avel_fast.backend import select_backend
-from avel_fast.nn.dpnet import compute_dtype, spread_taps, stacked_taps, sum_taps, unstacked_taps
+from avel_fast.nn.dpnet import compute_dtype, conv_taps, spread_taps, sum_taps, unstacked_taps
 from avel_fast.reference import fusion as reference
 
 
@@ -21,12 +21,13 @@ def gate_operands(audio: torch.Tensor, visual: torch.Tensor, weight: torch.Tenso
     in `compute_dtype`."""
     dim = audio.shape[-1]
     dtype = compute_dtype(audio)
-    taps_weights = stacked_taps(weight[:, :dim], weight[:, dim:]).to(dtype)
     rows = [x.reshape(-1, dim).to(dtype).contiguous() for x in (audio, visual)]
-    return rows[0], rows[1], taps_weights[0], taps_weights[1]
+    return rows[0], rows[1], conv_taps(weight[:, :dim]).to(dtype), conv_taps(weight[:, dim:]).to(dtype)
 
 
-def gate_taps(audio_rows, visual_rows, audio_taps, visual_taps) -> torch.Tensor:
+def gate_taps(
+    audio_rows: torch.Tensor, visual_rows: torch.Tensor, audio_taps: torch.Tensor, visual_taps: torch.Tensor
+) -> torch.Tensor:
     """``[B·T, k·D]``: ``a W_a + v W_v`` for every tap (the only GEMMs of the forward)."""
     return torch.addmm(audio_rows @ audio_taps.t(), visual_rows, visual_taps.t())
 
