@@ -3,6 +3,7 @@ import typer
 
 from avel_fast.cli.data import data_app
 from avel_fast.cli.env import env
+from avel_fast.cli.train import eval_command, train_command
 
 app = typer.Typer(
     name="avel-fast",
@@ -20,3 +21,5 @@ def main() -> None:
 
 app.command("env")(env)
 app.add_typer(data_app, name="data")
+app.command("train")(train_command)
+app.command("eval")(eval_command)

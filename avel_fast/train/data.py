@@ -1,0 +1,157 @@
+"""The data of a training run: splits resident on the device, the training set as the setting wants it.
+
+* Source: `load_ave(config.data)` for real files, else `synthetic_ave(config.data_seed, ...)` in memory.
+  DPNet starts with global average pooling, so it gets pooled visual features ``[V, T, 512]`` in float32;
+  EDRNet convolves the 7x7 maps, kept in float16 storage and cast to float32 per batch (SPEC §3.4).
+* SEL trains on the train split; WSEL on the train split plus the background-only videos (SPEC §4.2).
+* EDRNet ``smb``: `smb_fusion` on the training labels once per run (seed derived from the run seed), the
+  fused videos gathered from the training features and appended to the training set (SPEC §6.1).
+* ``standardize``: every audio dimension and visual channel is shifted and scaled by the mean and standard
+  deviation it has over the training set (all videos, segments and 7x7 positions), and validation and test
+  by the same statistics, which the checkpoints keep (`FeatureStats`). VGGish/VGG19-like features are
+  non-negative with a large common offset; without this DPNet sits for several epochs on the class prior
+  (README "Training").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from avel_fast._rng import derive_seed
+from avel_fast.augment import gather_segments, smb_fusion
+from avel_fast.data import AVEData, ResidentDataset, load_ave, synthetic_ave
+from avel_fast.data.dataset import video_labels_from_segments
+from avel_fast.train.config import TrainConfig, TrainingError
+
+SMB_STREAM = 1
+"""Stream of the run seed that seeds SMB fusion (`derive_seed(seed, SMB_STREAM)`)."""
+
+
+STATS_CHUNK_VIDEOS = 256
+MIN_STD = 1e-6
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-dimension mean and standard deviation of the training features (float32 [128] and [512])."""
+
+    audio_mean: torch.Tensor
+    audio_std: torch.Tensor
+    visual_mean: torch.Tensor
+    visual_std: torch.Tensor
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, torch.Tensor]) -> FeatureStats:
+        return cls(**{name: values[name].cpu() for name in cls.__dataclass_fields__})
+
+
+def _moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the last dimension over all others, accumulated per chunk in float64."""
+    total = torch.zeros(features.shape[-1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in features.split(STATS_CHUNK_VIDEOS):
+        flat = chunk.reshape(-1, features.shape[-1]).double()
+        total += flat.sum(dim=0)
+        squares += flat.square().sum(dim=0)
+    count = features.numel() // features.shape[-1]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0.0).sqrt()
+    return mean.float(), std.float().clamp_min(MIN_STD)
+
+
+def feature_stats(data: AVEData) -> FeatureStats:
+    audio_mean, audio_std = _moments(data.audio)
+    visual_mean, visual_std = _moments(data.visual)
+    return FeatureStats(audio_mean, audio_std, visual_mean, visual_std)
+
+
+def standardized(data: AVEData, stats: FeatureStats) -> AVEData:
+    """`data` with standardized features, computed in place per chunk (`data` must own its tensors)."""
+    for features, mean, std in (
+        (data.audio, stats.audio_mean, stats.audio_std), (data.visual, stats.visual_mean, stats.visual_std)
+    ):
+        for chunk in features.split(STATS_CHUNK_VIDEOS):
+            chunk.copy_((chunk.float() - mean) / std)
+    return data
+
+
+@dataclass
+class RunData:
+    train: ResidentDataset
+    val: ResidentDataset
+    test: ResidentDataset
+    train_labels: torch.Tensor  # CPU int64 [N, T] of the training rows (the Replicate databases)
+    stats: FeatureStats | None  # the standardization, None when the run uses raw features
+
+
+def load_source(config: TrainConfig) -> AVEData:
+    """The whole dataset of `config`: the AVE directory or the synthetic set, pooled for DPNet."""
+    pooled = config.model == "dpnet"
+    visual_dtype = torch.float32 if pooled else torch.float16
+    if config.data is not None:
+        if not Path(config.data).is_dir():
+            raise TrainingError(f"--data {config.data}: no such directory")
+        return load_ave(config.data, setting=config.setting, pooled_visual=pooled, visual_dtype=visual_dtype)
+    background = config.synthetic_background_videos if config.setting == "wsel" else 0
+    return synthetic_ave(
+        config.data_seed, config.synthetic_videos, background, pooled_visual=pooled, visual_dtype=visual_dtype
+    )
+
+
+def with_smb_videos(train: AVEData, per_class: int, seed: int) -> AVEData:
+    """`train` followed by `per_class` SMB-fused videos per event class built from its own segments."""
+    fused = smb_fusion(train.labels.numpy(), per_class, seed=derive_seed(seed, SMB_STREAM))
+    labels = torch.from_numpy(fused.labels)
+    return AVEData(
+        audio=torch.cat([train.audio, gather_segments(train.audio, fused.video_idx, fused.segment_idx)]),
+        visual=torch.cat([train.visual, gather_segments(train.visual, fused.video_idx, fused.segment_idx)]),
+        labels=torch.cat([train.labels, labels]),
+        video_labels=torch.cat([train.video_labels, video_labels_from_segments(labels)]),
+        class_names=train.class_names,
+    )
+
+
+def training_set(train: AVEData, config: TrainConfig) -> AVEData:
+    """The train split as the setting trains on it (module docstring)."""
+    if config.setting == "wsel":
+        return train.with_background()
+    if config.smb:
+        return with_smb_videos(train, config.smb_per_class, config.seed)
+    return train
+
+
+def split_data(data: AVEData, split: str, source: str) -> AVEData:
+    """The rows of `split` (a copy); `TrainingError` when the dataset has no such split or it is empty."""
+    if split not in data.splits or len(data.splits[split]) == 0:
+        raise TrainingError(f"dataset {source}: split {split!r} missing or empty")
+    return data.subset(split)
+
+
+def load_run_data(config: TrainConfig) -> RunData:
+    """The training set of `config` and the validation and test splits, resident on its device."""
+    data = load_source(config)
+    source = config.data or "synthetic"
+    train = training_set(split_data(data, "train", source), config)
+    val, test = split_data(data, "val", source), split_data(data, "test", source)
+    del data
+    stats = feature_stats(train) if config.standardize else None
+    if stats is not None:
+        train, val, test = (standardized(part, stats) for part in (train, val, test))
+    return RunData(
+        train=ResidentDataset(train, device=config.device),
+        val=ResidentDataset(val, device=config.device),
+        test=ResidentDataset(test, device=config.device),
+        train_labels=train.labels,
+        stats=stats,
+    )
+
+
+def load_split(config: TrainConfig, split: str, stats: FeatureStats | None) -> ResidentDataset:
+    """One split of the run's dataset, standardized with the run's `stats`, resident on the device."""
+    rows = split_data(load_source(config), split, config.data or "synthetic")
+    return ResidentDataset(standardized(rows, stats) if stats is not None else rows, device=config.device)

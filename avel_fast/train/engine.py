@@ -1,0 +1,338 @@
+"""One training engine for DPNet and EDRNet, SEL and WSEL (SPEC §4-6, §8, §10).
+
+Per iteration: a batch of the resident training set in the order seeded by ``(seed, epoch)``; for DPNet with
+``replicate`` one replica per video from `ReplicaSampler` (seed derived from ``(seed, epoch, step)``),
+gathered on the device and interleaved with the originals, the RGCT linking each pair when ``link``
+(``group_size=2``), the loss on both; the loss is segment cross-entropy in SEL (plus ``λ₂·LSS`` on the gated
+features for EDRNet with ``lss``) and `mil_loss` on the video labels in WSEL; the learning rate of
+`CyclicCosineSchedule` (AdamW by default). After each epoch: segment metrics on validation, ``metrics.jsonl``,
+``best.pt`` when the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``.
+At the end: the best-on-validation checkpoint scored on test (EDRNet also after B2ILC), ``test_metrics.json``.
+Test never takes part in selection.
+
+Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
+replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
+RNG states after each epoch, so ``resume`` continues exactly where a killed run stopped (the only random
+state the loop consumes is torch's, for dropout).
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avel_fast import models, nn as fast_nn, reference
+from avel_fast._rng import derive_seed
+from avel_fast.augment import ReplicaSampler, gather_segments, interleave
+from avel_fast.data import ResidentDataset
+from avel_fast.metrics import segment_metrics
+from avel_fast.postprocess import b2ilc
+from avel_fast.reference import mil_loss
+from avel_fast.train.config import TrainConfig, TrainingError
+from avel_fast.train.data import FeatureStats, RunData, load_run_data, load_split
+from avel_fast.train.progress import TrainProgress
+from avel_fast.train.run_dir import (
+    BEST_FILE,
+    LAST_FILE,
+    TEST_METRICS_FILE,
+    append_metrics,
+    check_new_run_dir,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+    truncate_metrics,
+    write_config,
+    write_json,
+)
+from avel_fast.train.schedule import CyclicCosineSchedule
+
+REPLICA_STREAM = 2
+"""Stream of the run seed under which the replica seeds of every (epoch, step) are derived."""
+EVAL_BATCH_SIZE = 128
+SCALAR_METRICS = (
+    "accuracy", "weighted_f1", "non_ave_precision", "non_ave_recall", "non_ave_f1",
+    "ave_precision", "ave_recall", "ave_f1",
+)  # fmt: skip
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """DPNet or EDRNet from `avel_fast.models` (``backend="fast"``) or `avel_fast.reference`, on the device."""
+    family = models if config.backend == "fast" else reference
+    if config.model == "dpnet":
+        model = family.DPNet(dim=config.dim, dropout=config.dropout)
+    else:
+        model = family.EDRNet(dim=config.dim, visual_channels=config.visual_channels)
+    return model.to(config.device)
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay), Adam or SGD with Nesterov momentum 0.9 (L2 weight decay)."""
+    params, lr, decay = model.parameters(), config.lr, config.weight_decay
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr, weight_decay=decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr, weight_decay=decay)
+    return torch.optim.SGD(params, lr, momentum=0.9, nesterov=True, weight_decay=decay)
+
+
+def configure_precision(config: TrainConfig) -> str | None:
+    """Set TF32 matmuls on CUDA for ``tf32``; returns a note for the user when the request has no effect."""
+    on_cuda = torch.device(config.device).type == "cuda"
+    if on_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = config.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = config.precision == "tf32"
+    if config.precision == "tf32" and not on_cuda:
+        return "--precision tf32 only changes CUDA matmuls: on the CPU this run computes in fp32"
+    return None
+
+
+def autocast(config: TrainConfig):
+    """bf16 autocast for ``precision="bf16"``; fp32 (or TF32 matmuls on CUDA) otherwise."""
+    if config.precision == "bf16":
+        return torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def forward(model: nn.Module, config: TrainConfig, audio, visual, group_size: int = 1, features: bool = False):
+    if config.model == "dpnet":
+        return model(audio, visual, group_size=group_size, return_features=features)
+    return model(audio, visual, return_features=features)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> torch.Tensor:
+    """Segment predictions ``[N, T]`` (argmax of the logits) of every row of `dataset`, in order."""
+    model.eval()
+    predictions = []
+    for batch in dataset.batches(EVAL_BATCH_SIZE, shuffle=False):
+        with autocast(config):
+            predictions.append(forward(model, config, batch.audio, batch.visual).argmax(dim=-1))
+    return torch.cat(predictions)
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    return {name: metrics[name] for name in SCALAR_METRICS}
+
+
+def replica_seed(seed: int, epoch: int, step: int) -> int:
+    return derive_seed(derive_seed(derive_seed(seed, REPLICA_STREAM), epoch), step)
+
+
+def rng_state(device: str) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def restore_rng_state(state: dict, device: str) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), torch.device(device))
+
+
+class _Epoch:
+    """One pass over the training set (module docstring); returns the mean loss and segment accuracy."""
+
+    def __init__(self, model, optimizer, data: RunData, config: TrainConfig, progress: TrainProgress) -> None:
+        self.model, self.optimizer, self.data, self.config, self.progress = model, optimizer, data, config, progress
+        self.schedule = CyclicCosineSchedule(config.epochs, config.cycle)
+        self.steps = data.train.num_batches(config.batch_size)
+        self.sampler = ReplicaSampler(data.train_labels.numpy()) if config.replicate else None
+        lss_family = fast_nn if config.backend == "fast" else reference
+        self.lss = lss_family.LSSLoss() if config.lss else None
+
+    def learning_rate(self, epoch: int, step: int) -> float:
+        return self.config.lr * self.schedule.multiplier(epoch, step, self.steps)
+
+    def with_replicas(self, batch, epoch: int, step: int):
+        """Originals and their replicas interleaved (``[2B, ...]``) and the RGCT link group size."""
+        train = self.data.train
+        seed = replica_seed(self.config.seed, epoch, step)
+        video_idx, segment_idx = self.sampler.sample(batch.index.cpu().numpy(), seed)
+        audio = gather_segments(train.audio, video_idx, segment_idx)
+        visual = gather_segments(train.visual, video_idx, segment_idx).to(train.compute_dtype)
+        return (
+            interleave(batch.audio, audio), interleave(batch.visual, visual), interleave(batch.labels, batch.labels),
+            interleave(batch.video_labels, batch.video_labels), 2 if self.config.link else 1,
+        )
+
+    def loss(self, audio, visual, labels, video_labels, group_size: int):
+        with autocast(self.config):
+            output = forward(self.model, self.config, audio, visual, group_size, features=self.lss is not None)
+        logits, features = output if self.lss is not None else (output, None)
+        logits = logits.float()
+        if self.config.setting == "wsel":
+            loss = mil_loss(logits, video_labels)
+        else:
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        if self.lss is not None:
+            loss = loss + self.config.lss_weight * self.lss(features.float(), labels)
+        return loss, logits
+
+    def run(self, epoch: int) -> tuple[float, float, float]:
+        """Train one epoch; returns (mean loss, running segment accuracy, last learning rate)."""
+        self.model.train()
+        total_loss, correct, segments, videos = 0.0, 0, 0, 0
+        lr = self.learning_rate(epoch, 0)
+        batches = self.data.train.batches(self.config.batch_size, seed=self.config.seed, epoch=epoch)
+        for step, batch in enumerate(batches):
+            lr = self.learning_rate(epoch, step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if self.sampler is not None:
+                inputs = self.with_replicas(batch, epoch, step)
+            else:
+                inputs = (batch.audio, batch.visual, batch.labels, batch.video_labels, 1)
+            loss, logits = self.loss(*inputs)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            labels = inputs[2]
+            total_loss += loss.item() * labels.shape[0]
+            videos += labels.shape[0]
+            correct += int((logits.argmax(dim=-1) == labels).sum())
+            segments += labels.numel()
+            self.progress.step(epoch, self.config.epochs, total_loss / videos, correct / segments)
+        return total_loss / videos, correct / segments, lr
+
+
+def _checkpoint_model(model: nn.Module, data: RunData, config: TrainConfig, epoch: int, val_accuracy: float) -> dict:
+    """The model, the standardization its inputs need, and where it comes from."""
+    stats = data.stats.as_dict() if data.stats is not None else None
+    return {
+        "model": model.state_dict(), "feature_stats": stats, "epoch": epoch, "val_accuracy": val_accuracy,
+        "config": config.to_dict(),
+    }  # fmt: skip
+
+
+def test_report(model: nn.Module, test: ResidentDataset, config: TrainConfig, best: dict) -> dict:
+    """Test metrics of the best-on-validation checkpoint `best` (EDRNet: also after B2ILC)."""
+    model.load_state_dict(best["model"])
+    predictions = predict(model, test, config)
+    report = {
+        "split": "test",
+        "checkpoint": BEST_FILE,
+        "epoch": best["epoch"],
+        "val_accuracy": best["val_accuracy"],
+        "metrics": segment_metrics(predictions, test.labels),
+    }
+    if config.model == "edrnet":
+        report["b2ilc"] = segment_metrics(b2ilc(predictions), test.labels)
+    return report
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: TrainProgress | None = None,
+    max_epochs_this_run: int | None = None,
+) -> dict | None:
+    """Train `config` into `run_dir` (SPEC §10); returns the test report, or None when stopped early.
+
+    `resume` continues the run in `run_dir` from its ``last.pt`` (the caller passes the run's own config,
+    see `resume_config`). `max_epochs_this_run` stops after that many epochs of this call, leaving a
+    resumable run (a time-sliced job; the resume test uses it).
+    """
+    run_dir = Path(run_dir)
+    progress = progress or TrainProgress()
+    if resume and not (run_dir / LAST_FILE).is_file():
+        raise TrainingError(f"--resume: {run_dir} has no {LAST_FILE} to continue from")
+    if not resume:
+        check_new_run_dir(run_dir)
+    note = configure_precision(config)
+    if note:
+        progress.note(note)
+    data = load_run_data(config)
+    seed_everything(config.seed)
+    model = build_model(config)
+    optimizer = build_optimizer(config, model)
+    first_epoch, best_accuracy, best_epoch = 0, float("-inf"), 0
+    if resume:
+        checkpoint = load_checkpoint(run_dir / LAST_FILE, config.device)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_rng_state(checkpoint["rng"], config.device)
+        first_epoch, best_epoch = checkpoint["epoch"], checkpoint["best_epoch"]
+        best_accuracy = checkpoint["best_accuracy"]
+        truncate_metrics(run_dir, first_epoch)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, config)
+    stop = config.epochs if max_epochs_this_run is None else min(config.epochs, first_epoch + max_epochs_this_run)
+
+    trainer = _Epoch(model, optimizer, data, config, progress)
+    with progress:
+        progress.start(trainer.steps * config.epochs, trainer.steps * first_epoch)
+        for epoch in range(first_epoch, stop):
+            started = time.perf_counter()
+            train_loss, train_accuracy, lr = trainer.run(epoch)
+            val = segment_metrics(predict(model, data.val, config), data.val.labels)
+            improved = val["accuracy"] > best_accuracy
+            if improved:
+                best_accuracy, best_epoch = val["accuracy"], epoch + 1
+                save_checkpoint(run_dir / BEST_FILE, _checkpoint_model(model, data, config, epoch + 1, best_accuracy))
+            record = {
+                "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                "val": scalar_metrics(val), "best": improved, "seconds": time.perf_counter() - started,
+            }  # fmt: skip
+            append_metrics(run_dir, record)
+            save_checkpoint(
+                run_dir / LAST_FILE,
+                {
+                    **_checkpoint_model(model, data, config, epoch + 1, val["accuracy"]),
+                    "optimizer": optimizer.state_dict(), "rng": rng_state(config.device),
+                    "best_accuracy": best_accuracy, "best_epoch": best_epoch,
+                },  # fmt: skip
+            )
+            progress.epoch_done(record)
+    if stop < config.epochs:
+        return None
+    report = test_report(model, data.test, config, load_checkpoint(run_dir / BEST_FILE, config.device))
+    write_json(run_dir / TEST_METRICS_FILE, report)
+    return report
+
+
+def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
+    """The config stored in `run_dir`; `requested` values (None = not given) must agree with it, except
+    ``device``, which a resumed run may change."""
+    stored = read_config(run_dir, device=requested.get("device"))
+    for name, value in requested.items():
+        if value is not None and value != getattr(stored, name):
+            raise TrainingError(
+                f"--{name.replace('_', '-')} {value} differs from the run's {getattr(stored, name)} "
+                f"({run_dir}/config.json); a resumed run keeps its config"
+            )
+    return stored
+
+
+def evaluate_run(
+    run_dir: str | Path, *, split: str = "test", use_b2ilc: bool = False, device: str | None = None
+) -> tuple[TrainConfig, dict]:
+    """Segment metrics of the run's best-on-validation checkpoint on `split` (optionally after B2ILC)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir, device=device)
+    best = load_checkpoint(run_dir / BEST_FILE, config.device)
+    stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
+    rows = load_split(config, split, stats)
+    model = build_model(config)
+    model.load_state_dict(best["model"])
+    predictions = predict(model, rows, config)
+    if use_b2ilc:
+        predictions = b2ilc(predictions)
+    metrics = segment_metrics(predictions, rows.labels)
+    return config, {"split": split, "epoch": best["epoch"], "b2ilc": use_b2ilc, **metrics}

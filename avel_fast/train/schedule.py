@@ -1,0 +1,40 @@
+"""The DPNet learning-rate schedule (DPNet §4 "Implementation Details"; SPEC §4.2), per iteration.
+
+Cosine annealing with warm restarts every `cycle` epochs: within each cycle the multiplier of the base
+learning rate falls from 1 to a floor along half a cosine, then restarts at 1. The floor is 0.1 until the
+phase switch and 0.01 after it. The paper trains 400 epochs with cycles of 20 and switches at epoch 300; for
+other epoch counts the switch keeps its place at 3/4 of the run, rounded half up to a whole number of cycles
+(``switch = ⌊0.75 · epochs / cycle + 1/2⌋ · cycle``), so with 400 epochs and cycles of 20 it is exactly 300.
+The position is fractional (``epoch + step / steps_per_epoch``), so the learning rate changes every iteration.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+PAPER_SWITCH_FRACTION = 300 / 400
+FIRST_FLOOR, SECOND_FLOOR = 0.1, 0.01
+
+
+@dataclass(frozen=True)
+class CyclicCosineSchedule:
+    """Multiplier of the base learning rate at a fractional epoch (module docstring)."""
+
+    epochs: int
+    cycle: int
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.cycle < 1:
+            raise ValueError(f"epochs={self.epochs}, cycle={self.cycle}: both must be >= 1")
+
+    @property
+    def switch_epoch(self) -> int:
+        """First epoch of the 1 -> 0.01 phase (300 for the paper's 400 epochs with cycles of 20)."""
+        return min(self.epochs, int(PAPER_SWITCH_FRACTION * self.epochs / self.cycle + 0.5) * self.cycle)
+
+    def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        """Multiplier at iteration `step` of `epoch` (both from 0)."""
+        position = epoch + step / steps_per_epoch
+        floor = FIRST_FLOOR if position < self.switch_epoch else SECOND_FLOOR
+        phase = (position % self.cycle) / self.cycle
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * phase))

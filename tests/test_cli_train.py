@@ -1,0 +1,139 @@
+"""`avel-fast train` / `avel-fast eval` end to end on the smoke preset, and their refusals of bad input."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from avel_fast.cli.main import app
+from avel_fast.data import write_synthetic_ave
+
+RUN_FILES = {"config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json"}
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Smoke shapes are tiny: one thread is faster and keeps the runs independent of the machine's load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+@pytest.mark.parametrize(
+    ("model", "flags"),
+    [
+        ("dpnet", ()),
+        ("edrnet", ()),
+        ("dpnet", ("--replicate", "--link")),
+        ("edrnet", ("--smb",)),
+        ("dpnet", ("--setting", "wsel")),
+    ],
+)
+def test_smoke_run_writes_a_complete_run_directory(tmp_path, model, flags):
+    out = tmp_path / "run"
+    result = invoke("train", model, "--preset", "smoke", *flags, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == RUN_FILES
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["model"] == model and config["config"]["preset"] == "smoke"
+    assert set(config["versions"]) == {"avel_fast", "torch", "numpy", "python"}
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    report = json.loads((out / "test_metrics.json").read_text())
+    assert report["split"] == "test" and report["epoch"] in (1, 2)
+    assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
+    assert ("b2ilc" in report) == (model == "edrnet")
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["val_accuracy"] == max(json.loads(line)["val"]["accuracy"] for line in (out / "metrics.jsonl").open())
+    assert f"{report['metrics']['accuracy']:.4f}" in result.output
+
+
+def test_eval_prints_the_full_table_of_the_selected_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", "edrnet", "--preset", "smoke", "--epochs", "1", "--out", out).exit_code == 0
+    report = json.loads((out / "test_metrics.json").read_text())
+    plain = invoke("eval", out)
+    assert plain.exit_code == 0, plain.output
+    assert f"{report['metrics']['accuracy']:.4f}" in plain.output
+    assert "non-AVE F1" in plain.output and "Church bell" in plain.output
+    corrected = invoke("eval", out, "--b2ilc")
+    assert corrected.exit_code == 0 and f"{report['b2ilc']['accuracy']:.4f}" in corrected.output
+    assert invoke("eval", out, "--split", "val").exit_code == 0
+
+
+def test_train_on_an_ave_directory(tmp_path):
+    data = write_synthetic_ave(tmp_path / "ave", seed=3, num_videos=60, num_background_videos=6)
+    out = tmp_path / "run"
+    result = invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--data", data, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["config"]["data"] == str(data)
+    assert (out / "test_metrics.json").is_file()
+
+
+def _corrupt_audio(directory):
+    with h5py.File(directory / "audio_feature.h5", "r+") as file:
+        values = file["avadataset"][...]
+        values[0, 0, 0] = np.nan
+        file["avadataset"][...] = values
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "ave", "--preset", "smoke"), "unknown model 'ave'"),
+        (("train", "dpnet", "--preset", "tiny"), "unknown preset 'tiny'"),
+        (("train", "dpnet", "--preset", "smoke", "--setting", "strong"), "unknown setting 'strong'"),
+        (("train", "dpnet", "--preset", "smoke", "--precision", "fp8"), "unknown precision 'fp8'"),
+        (("train", "dpnet", "--preset", "smoke", "--link"), "--link needs --replicate"),
+        (("train", "dpnet", "--preset", "smoke", "--smb"), "is not an option of dpnet"),
+        (("train", "edrnet", "--preset", "smoke", "--setting", "wsel", "--smb"), "--smb needs segment labels"),
+        (("train", "dpnet", "--preset", "smoke", "--data", "{tmp}/absent"), "no such directory"),
+        (("train", "dpnet", "--preset", "smoke", "--resume"), "--resume needs --out"),
+    ],
+)
+def test_bad_train_requests_exit_non_zero_and_write_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    if "--resume" not in args:
+        args = (*(arg.format(tmp=tmp_path) for arg in args), "--out", out)
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_invalid_ave_directory_is_reported_with_the_loader_message(tmp_path):
+    data = write_synthetic_ave(tmp_path / "ave", seed=0, num_videos=30, num_background_videos=0)
+    _corrupt_audio(data)
+    result = invoke("train", "dpnet", "--preset", "smoke", "--data", data, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "audio_feature.h5" in result.output and "avadataset" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_checkpoint_and_eval_of_a_non_run_fail_cleanly(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("train", "dpnet", "--preset", "smoke", "--out", empty, "--resume")
+    assert result.exit_code == 1 and "not a run directory" in result.output
+    out = tmp_path / "run"
+    assert invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--out", out).exit_code == 0
+    (out / "last.pt").unlink()
+    result = invoke("train", "dpnet", "--out", out, "--resume")
+    assert result.exit_code == 1 and "no last.pt" in result.output
+    result = invoke("eval", empty)
+    assert result.exit_code == 1 and "not a run directory" in result.output
+    assert list(empty.iterdir()) == []
+
+
+def test_refuses_a_non_empty_out_directory(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    result = invoke("train", "dpnet", "--preset", "smoke", "--out", tmp_path)
+    assert result.exit_code == 1 and "not empty" in result.output
+    assert [path.name for path in tmp_path.iterdir()] == ["keep.txt"]

@@ -1,0 +1,65 @@
+"""Presets, explicit overrides and refused combinations of the training config (SPEC §4, §10)."""
+import json
+
+import pytest
+
+from avel_fast.train import TrainConfig, TrainingError, resolve_config
+from avel_fast.train.config import default_preset
+
+
+def test_paper_preset_is_the_paper_recipe():
+    dpnet = resolve_config("dpnet", preset="paper", device="cpu")
+    assert (dpnet.epochs, dpnet.cycle, dpnet.batch_size, dpnet.dim) == (400, 20, 48, 768)
+    assert dpnet.replicate and dpnet.link and dpnet.optimizer == "adamw"
+    edrnet = resolve_config("edrnet", preset="paper", device="cpu")
+    assert edrnet.lss and edrnet.smb and edrnet.smb_per_class == 250 and edrnet.visual_channels is None
+    assert edrnet.lss_weight == 0.1
+
+
+def test_weak_setting_turns_the_segment_label_switches_off():
+    dpnet = resolve_config("dpnet", preset="paper", setting="wsel", device="cpu")
+    edrnet = resolve_config("edrnet", preset="paper", setting="wsel", device="cpu")
+    assert not (dpnet.replicate or dpnet.link or edrnet.lss or edrnet.smb)
+
+
+def test_explicit_values_override_the_preset_and_none_is_ignored():
+    config = resolve_config("dpnet", preset="quick", epochs=3, lr=0.02, dim=None, replicate=True, device="cpu")
+    assert (config.epochs, config.lr, config.replicate, config.link) == (3, 0.02, True, False)
+    assert config.dim == resolve_config("dpnet", preset="quick", device="cpu").dim
+
+
+def test_without_gpu_the_default_preset_is_quick():
+    assert default_preset() == "quick"
+    assert resolve_config("edrnet").preset == "quick"
+
+
+def test_config_round_trips_through_json():
+    config = resolve_config("edrnet", preset="smoke", setting="sel", seed=7, data="/some/dir", device="cpu")
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(model="ave"), "unknown model 'ave'"),
+        (dict(model="dpnet", preset="fast"), "unknown preset 'fast'"),
+        (dict(model="dpnet", setting="weak"), "unknown setting 'weak'"),
+        (dict(model="dpnet", precision="fp16"), "unknown precision 'fp16'"),
+        (dict(model="dpnet", backend="triton"), "unknown backend 'triton'"),
+        (dict(model="dpnet", optimizer="lbfgs"), "unknown optimizer 'lbfgs'"),
+        (dict(model="dpnet", link=True), "--link needs --replicate"),
+        (dict(model="dpnet", smb=True), "--smb .* is not an option of dpnet"),
+        (dict(model="edrnet", replicate=True), "--replicate .* is not an option of edrnet"),
+        (dict(model="edrnet", setting="wsel", smb=True), "--smb needs segment labels"),
+        (dict(model="dpnet", setting="wsel", replicate=True), "--replicate needs segment labels"),
+        (dict(model="dpnet", epochs=0), "--epochs must be >= 1"),
+        (dict(model="dpnet", lr=-1.0), "--lr must be > 0"),
+        (dict(model="dpnet", device="cuda"), "CUDA is not available"),
+        (dict(model="dpnet", device="tpu9"), "not a torch device"),
+        (dict(model="dpnet", learning_rate=1.0), "unknown option"),
+    ],
+)
+def test_bad_requests_name_the_option(kwargs, message):
+    kwargs = {"preset": "smoke", **kwargs}
+    with pytest.raises(TrainingError, match=message):
+        resolve_config(kwargs.pop("model"), **kwargs)

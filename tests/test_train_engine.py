@@ -1,0 +1,79 @@
+"""The training engine: resume equals an uninterrupted run, determinism, fast vs reference backends."""
+import json
+
+import pytest
+import torch
+
+from avel_fast.train import TrainingError, resolve_config, resume_config, train
+from avel_fast.train.run_dir import read_metrics
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Smoke shapes are tiny: one thread is faster and keeps the runs independent of the machine's load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _smoke(model: str, **overrides):
+    return resolve_config(model, preset="smoke", device="cpu", **overrides)
+
+
+def _without_timing(records):
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in records]
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path):
+    config = _smoke("dpnet", epochs=3, replicate=True, link=True)
+    full = train(config, tmp_path / "full")
+    assert train(config, tmp_path / "cut", max_epochs_this_run=1) is None
+    assert not (tmp_path / "cut" / "test_metrics.json").exists()
+    assert [record["epoch"] for record in read_metrics(tmp_path / "cut")] == [1]
+    resumed = train(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
+
+    assert json.loads((tmp_path / "cut" / "test_metrics.json").read_text()) == json.loads(
+        (tmp_path / "full" / "test_metrics.json").read_text()
+    )
+    assert resumed["metrics"]["accuracy"] == full["metrics"]["accuracy"]
+    assert _without_timing(read_metrics(tmp_path / "cut")) == _without_timing(read_metrics(tmp_path / "full"))
+    last = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and set(last) >= {"model", "optimizer", "rng", "best_accuracy", "best_epoch"}
+
+
+def test_same_config_twice_gives_identical_metrics(tmp_path):
+    config = _smoke("edrnet", epochs=1, smb=True)
+    first, second = train(config, tmp_path / "a"), train(config, tmp_path / "b")
+    assert _without_timing(read_metrics(tmp_path / "a")) == _without_timing(read_metrics(tmp_path / "b"))
+    assert json.dumps(first, default=str) == json.dumps(second, default=str)
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides"), [("dpnet", dict(replicate=True, link=True)), ("edrnet", dict(lss=True))]
+)
+def test_fast_and_reference_backends_train_alike(tmp_path, model, overrides):
+    """Same seed, same data: the per-epoch losses of the fast and the reference modules agree."""
+    losses = {}
+    for backend in ("fast", "reference"):
+        train(_smoke(model, backend=backend, **overrides), tmp_path / backend)
+        losses[backend] = [record["train_loss"] for record in read_metrics(tmp_path / backend)]
+    assert len(losses["fast"]) == 2
+    assert losses["fast"] == pytest.approx(losses["reference"], rel=1e-4)
+
+
+def test_resume_refuses_a_changed_option_and_a_missing_checkpoint(tmp_path):
+    config = _smoke("dpnet", epochs=1)
+    train(config, tmp_path / "run")
+    with pytest.raises(TrainingError, match="--lr 0.5 differs"):
+        resume_config(tmp_path / "run", lr=0.5)
+    (tmp_path / "run" / "last.pt").unlink()
+    with pytest.raises(TrainingError, match="no last.pt"):
+        train(config, tmp_path / "run", resume=True)
+
+
+def test_refuses_to_train_into_a_non_empty_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(TrainingError, match="exists and is not empty"):
+        train(_smoke("dpnet"), tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
