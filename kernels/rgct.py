@@ -9,7 +9,9 @@ existing neighbourhoods of its nodes by shifting along time and modality inside 
 key/value tensor exists), uses the biases for the empty ones, and computes ``NĀ = (mean_r A) V``.
 
 Dropout draws its mask in the kernel with ``tl.rand(seed, node·D + d)`` and the backward draws it again from
-the same seed; the mask therefore differs from the one ``torch.nn.functional.dropout`` would draw.
+the same seed; the mask therefore differs from the one ``torch.nn.functional.dropout`` would draw (the seed
+itself comes from torch's generator, so ``torch.manual_seed`` makes runs repeatable). Launches use one fixed
+configuration (`launch_config`, no autotuning), the same under ``TRITON_INTERPRET=1`` and on the GPU.
 """
 from __future__ import annotations
 

@@ -81,9 +81,11 @@ class FusedRGCT(torch.autograd.Function):
     def forward(ctx, x, keep, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, w1_weight, w1_bias,
                 w2_weight, w2_bias, group_size):
         batch, _, steps, in_dim = x.shape
-        out_dim = w2_weight.shape[0]
-        groups = batch // group_size
+        out_dim, groups = w2_weight.shape[0], batch // group_size
         pairs = groups * steps  # (group, time) positions per modality
+        node_shape = (2, groups, steps, group_size, out_dim)
+
+        # the GEMMs: keys and values per (group, time) and relation, queries, W_1 widened by the bias scores
         nodes = to_node_order(x, group_size).reshape(2 * pairs * group_size, in_dim)
         grouped = nodes.view(2, groups, steps, group_size, in_dim)
         means = grouped[:, :, :, 0] if group_size == 1 else grouped.mean(dim=3)
@@ -101,6 +103,7 @@ class FusedRGCT(torch.autograd.Function):
         skip_weight = torch.cat([w1_weight, bias_score_weight.view(-1, in_dim)])
         skip = torch.addmm(torch.cat([w1_bias, bias_score_bias.view(-1)]), nodes, skip_weight.t())  # [N, D + 36]
 
+        # eq. 13 on the existing neighbourhoods only, then (mean_r A) V of eq. 14 and the relation average
         small = torch.promote_types(x.dtype, torch.float32)  # dtype of the [nodes, 6, 6] attention tensors
         own = torch.tensor(OWN_RELATIONS, dtype=small, device=x.device)
         query_blocks = query.view(2, pairs, group_size * NUM_RELATIONS, out_dim)
@@ -119,9 +122,8 @@ class FusedRGCT(torch.autograd.Function):
         for modality in range(2):
             aggregated_blocks[modality].baddbmm_(own_weights[modality], values.transpose(0, 1))
 
-        pre_hidden = skip[:, :out_dim]
-        node_shape = (2, groups, steps, group_size, out_dim)
-        hidden = F.silu(pre_hidden)
+        # eqs. 15-16
+        hidden = F.silu(skip[:, :out_dim])
         if keep is None:
             update = hidden + aggregated
         else:
@@ -190,7 +192,7 @@ class FusedRGCT(torch.autograd.Function):
         grad_keys = torch.bmm(own_grad_scores[0].transpose(1, 2), query_blocks[0])  # [pairs, 6, D]
         grad_keys.baddbmm_(own_grad_scores[1].transpose(1, 2), query_blocks[1])
 
-        # the GEMMs
+        # the GEMMs, and W_q / b_q / b_k through the bias scores
         grad_keys, grad_values = grad_keys.transpose(0, 1), grad_values.transpose(0, 1)  # [6, pairs, D]
         grad_k_weight = torch.bmm(grad_keys.transpose(1, 2), sources).view(-1, in_dim)
         grad_v_weight = torch.bmm(grad_values.transpose(1, 2), sources).view(-1, in_dim)
