@@ -1,5 +1,8 @@
-"""`avel-fast data synth|check`: write synthetic AVE in the real h5 format, validate an AVE directory (SPEC §10)."""
+"""`avel-fast data synth|check|states`: write synthetic AVE in the real h5 format, validate an AVE directory
+(SPEC §10), print the augmentation databases of a training split (SPEC §6)."""
+import warnings
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -66,3 +69,58 @@ def check(directory: Path = typer.Argument(..., help="Directory in the AVE forma
     summary = f"{len(report.checks)} checks passed, {len(report.warnings)} warnings, {len(report.errors)} errors"
     console.print(("[red]FAILED[/red] " if report.errors else "[green]OK[/green] ") + summary)
     raise typer.Exit(1 if report.errors else 0)
+
+
+def _training_labels(directory: Path | None, synthetic: bool, seed: int, videos: int):
+    """Segment labels [N, T] of the training split: from `Annotations.txt` + `train_order.h5`, or synthetic."""
+    if synthetic == (directory is not None):
+        raise ValueError("give either an AVE directory or --synthetic (not both)")
+    if synthetic:
+        from avel_fast.data import synthetic_labels
+
+        labels = synthetic_labels(seed, videos, 0)
+        return labels.labels[labels.splits["train"]].numpy(), f"synthetic AVE (seed {seed}, {videos} videos)"
+    from avel_fast.data import read_annotations, read_split
+
+    labels, _ = read_annotations(directory / "Annotations.txt")
+    return labels[read_split(directory / "train_order.h5", len(labels))], str(directory)
+
+
+@data_app.command("states")
+def states(
+    directory: Optional[Path] = typer.Argument(None, help="AVE directory (Annotations.txt and train_order.h5)."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Use the labels of the synthetic AVE set."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic set."),
+    videos: int = typer.Option(4143, "--videos", min=3, help="Event videos of the synthetic set."),
+) -> None:
+    """Sizes of the training split's SMB (class, state) databases (SPEC §6.1) and Replicate (class, piece) ones."""
+    from avel_fast.augment import PIECE_TYPE_NAMES, SMB_STATE_NAMES, ReplicaSampler, smb_database_sizes
+    from avel_fast.constants import CLASS_NAMES
+    from avel_fast.data import AVEFormatError, AVEFormatWarning
+
+    console = Console()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AVEFormatWarning)
+            labels, source = _training_labels(directory, synthetic, seed, videos)
+    except (AVEFormatError, ValueError) as err:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    for warning in caught:
+        console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}", soft_wrap=True)
+    console.print(f"training split of {escape(source)}: {len(labels)} videos", soft_wrap=True)
+    smb = smb_database_sizes(labels)
+    replica = ReplicaSampler(labels).database_sizes()
+    for title, names, columns in (
+        ("SMB video fusion: instances per class and state", SMB_STATE_NAMES, smb.T),
+        ("Replicate: entries per class and sub-event type", PIECE_TYPE_NAMES,
+         [replica[name] for name in PIECE_TYPE_NAMES]),
+    ):
+        table = Table(title=title)
+        table.add_column("class", no_wrap=True)
+        for name in names:
+            table.add_column(name, justify="right")
+        for index, class_name in enumerate(CLASS_NAMES):
+            table.add_row(class_name, *(str(int(column[index])) for column in columns))
+        table.add_row("[bold]total[/bold]", *(f"[bold]{int(sum(column))}[/bold]" for column in columns))
+        console.print(table)

@@ -24,7 +24,8 @@ def one_thread():
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(app, [str(arg) for arg in args])
+    """Run the command in-process on a wide virtual terminal (rich wraps and truncates at 80 columns)."""
+    return CliRunner().invoke(app, [str(arg) for arg in args], env={"COLUMNS": "200"})
 
 
 @pytest.mark.parametrize(
@@ -137,3 +138,42 @@ def test_refuses_a_non_empty_out_directory(tmp_path):
     result = invoke("train", "dpnet", "--preset", "smoke", "--out", tmp_path)
     assert result.exit_code == 1 and "not empty" in result.output
     assert [path.name for path in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def _total_row(output: str, table_title: str) -> list[int]:
+    table = output[output.index(table_title):]
+    row = next(line for line in table.splitlines() if "total" in line)
+    return [int(cell) for cell in row.replace("│", " ").split()[1:]]
+
+
+def test_states_counts_every_smb_and_replicate_database_of_the_real_training_split(real_ave_dir):
+    from avel_fast.constants import BACKGROUND
+    from avel_fast.data import AVEFormatWarning, read_annotations, read_split
+
+    result = invoke("data", "states", real_ave_dir)
+    assert result.exit_code == 0, result.output
+    assert "event of length 0 at line 27" in result.output
+    with pytest.warns(AVEFormatWarning):
+        labels, _ = read_annotations(real_ave_dir / "Annotations.txt")
+    train = labels[read_split(real_ave_dir / "train_order.h5")]
+    has_event = (train != BACKGROUND).any(axis=1)
+    event_videos = int(has_event.sum())
+    starts_at_zero = int((train[:, 0] != BACKGROUND).sum())
+    assert f"training split of {real_ave_dir}: {len(train)} videos" in result.output
+    bg_1, _, start_1, start_2, *_ = _total_row(result.output, "SMB video fusion")
+    assert (start_1, start_1 + start_2) == (starts_at_zero, event_videos)
+    assert bg_1 == int((train[has_event] == BACKGROUND).sum())  # a video without event has no class to file under
+    start_border, start_open, *_ = _total_row(result.output, "Replicate:")
+    assert (start_open, start_border) == (start_1, start_2)
+
+
+def test_states_of_the_synthetic_labels_and_bad_requests():
+    from avel_fast.data import synthetic_labels
+
+    result = invoke("data", "states", "--synthetic", "--seed", "4", "--videos", "200")
+    assert result.exit_code == 0, result.output
+    train = synthetic_labels(4, 200, 0).splits["train"]
+    assert f"synthetic AVE (seed 4, 200 videos): {len(train)} videos" in result.output
+    for args in ([], ["--synthetic", "somewhere"]):
+        result = invoke("data", "states", *args)
+        assert result.exit_code == 1 and "either an AVE directory or --synthetic" in result.output
