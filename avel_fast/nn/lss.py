@@ -133,16 +133,15 @@ class LandShoreSea(torch.autograd.Function):
         batch, rows, _, segments = coefficients.shape
         coefficients = coefficients.reshape(batch, 3 * rows, segments)
         norms = torch.linalg.vector_norm(torch.bmm(coefficients, features), dim=2).view(batch, rows, 3)
-        active = (norms[..., 1] - norms[..., 2] > -margin).unsqueeze(2)
-        slopes = weights * torch.cat([torch.ones_like(active), active, active], dim=2)
+        slopes = weights / batch  # of the batch mean
+        slopes[..., 1:] *= (norms[..., 1] - norms[..., 2] > -margin).unsqueeze(2)
         ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0).view(batch, -1))
-        loss = torch.dot(slopes.flatten(), norms.flatten()).add_(slopes[..., 1].sum(), alpha=margin)
-        return loss.div_(batch)
+        return torch.dot(slopes.flatten(), norms.flatten()).add_(slopes[..., 1].sum(), alpha=margin)
 
     @staticmethod
     def backward(ctx, grad):
         features, coefficients, scale = ctx.saved_tensors
-        scaled = (scale * (grad / features.shape[0])).unsqueeze(2) * coefficients
+        scaled = (scale * grad).unsqueeze(2) * coefficients
         return torch.bmm(torch.bmm(coefficients.transpose(1, 2), scaled), features), None, None
 
 
