@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import avel_fast.nn.rgct as fast_rgct
 from _interpret import run_interpreted
 from avel_fast import reference
+from avel_fast.backend import triton_interpreted
 from avel_fast.nn import RGCT
 
 # (videos, steps, in_dim, out_dim, group size): odd sizes, one time step, and chunked D in the kernels
@@ -27,12 +28,12 @@ def twin_modules(in_dim: int, out_dim: int, dropout: float = 0.2, **to) -> tuple
     return fast, ref
 
 
-def run_with_grads(module, x: torch.Tensor, group_size: int, grad: torch.Tensor | None = None):
+def run_with_grads(module, x: torch.Tensor, group_size: int, grad: torch.Tensor):
     """Output, gradient of `x` and gradients of every parameter (by name) for ``sum(output * grad)``."""
     x = x.detach().clone().requires_grad_()
     module.zero_grad(set_to_none=True)
     output = module(x, group_size)
-    output.backward(torch.ones_like(output) if grad is None else grad)
+    output.backward(grad)
     parameters = getattr(module, "_orig_mod", module).named_parameters()  # compiled modules wrap the original
     return output.detach(), x.grad, {name: p.grad for name, p in parameters}
 
@@ -61,11 +62,10 @@ def test_torch_path_matches_reference(torch_backend, videos, steps, in_dim, out_
     assert_matches_reference(fast, ref, torch.randn(videos, 2, steps, in_dim), group_size)
 
 
-@pytest.mark.parametrize("group_size", [1, 2])
-def test_torch_path_matches_reference_at_paper_sizes(torch_backend, group_size):
-    torch.manual_seed(group_size)
+def test_torch_path_matches_reference_at_paper_sizes(torch_backend):
+    torch.manual_seed(0)
     fast, ref = twin_modules(512, 768, dropout=0.0)
-    assert_matches_reference(fast, ref, torch.randn(4, 2, 10, 512), group_size)
+    assert_matches_reference(fast, ref, torch.randn(4, 2, 10, 512), group_size=2)
 
 
 def test_torch_path_parameter_gradients_without_input_gradient(torch_backend):
@@ -206,6 +206,35 @@ def check_triton_dropout(device: str = "cpu"):
     grad = torch.randn_like(dropped)
     for got, want in zip(torch.autograd.grad(dropped, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_triton_kernels_lower_to_sm90_machine_code():
+    """Both kernels compile to H100 (sm_90) cubins without a GPU, so CI catches what the interpreter cannot
+    (layouts, register allocation, bf16 loads)."""
+    triton = pytest.importorskip("triton")
+    if triton_interpreted():
+        pytest.skip("TRITON_INTERPRET=1 replaces the compiler")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from avel_fast.kernels import rgct as kernels
+
+    block_group, block_dim = kernels.launch_config(2, 768)
+    constants = {"BLOCK_G": block_group, "BLOCK_D": block_dim, "DROPOUT": True}
+    scalars = {"scale": "fp32", "drop_p": "fp32", "drop_scale": "fp32"}
+    float32_buffers = ("key_bias_ptr", "value_bias_ptr", "attention_ptr", "grad_scores_ptr", "grad_aggregated_ptr")
+
+    def argument_type(name: str) -> str:
+        if name in constants:
+            return "constexpr"
+        if name.endswith("_ptr"):
+            return "*fp32" if name in float32_buffers else "*bf16"
+        return scalars.get(name, "i32")
+
+    for kernel in (kernels._attention_forward, kernels._attention_backward):
+        signature = {name: argument_type(name) for name in kernel.arg_names}
+        compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=GPUTarget("cuda", 90, 32))
+        assert compiled.asm["cubin"]
 
 
 def test_triton_kernels_under_the_interpreter():
