@@ -251,7 +251,9 @@ class RGCT(reference.RGCT):
     `forward` dispatches through `avel_fast.backend.select_backend` (SPEC §9): ``triton`` runs the fused
     attention kernels of `avel_fast.kernels.rgct`, ``torch`` the `FusedRGCT` function above, ``reference`` the
     literal formulation. The torch path draws its dropout mask as the reference does (one ``[B, 2, T, D]``
-    draw from the same generator), so both agree mask for mask under one seed.
+    draw from the same generator), so both agree mask for mask under one seed; the Triton path draws its mask
+    inside the kernel (same distribution, different masks). Under `torch.compile` the torch path is traced
+    whole (no graph break); the Triton path is one graph break.
     """
 
     def forward(self, x: torch.Tensor, group_size: int = 1) -> torch.Tensor:
