@@ -206,6 +206,44 @@ def launch_config(group_size: int, dim: int) -> tuple[int, int]:
     return block_group, block_dim
 
 
+def launch_forward(wide, projections, key_bias, value_bias, group_size, seed, drop_p):
+    """Run `_attention_forward`: ``(z [B, 2, T, D] in the dtype of wide, attention [B, 2, T, 6, 6] float32)``."""
+    batch, _, steps, width = wide.shape
+    dim, groups = width // 7, batch // group_size
+    out = wide.new_empty(batch, 2, steps, dim)
+    attention = torch.empty(batch, 2, steps, 6, 6, dtype=torch.float32, device=wide.device)
+    block_group, block_dim = launch_config(group_size, dim)
+    _attention_forward[(groups * 2 * steps,)](
+        wide, projections, key_bias, value_bias, out, attention,
+        groups, steps, dim, group_size, 1 / math.sqrt(dim), seed, drop_p, dropout_scale(drop_p),
+        BLOCK_G=block_group, BLOCK_D=block_dim, DROPOUT=drop_p > 0,
+    )
+    return out, attention
+
+
+def launch_backward(grad, wide, projections, key_bias, value_bias, attention, group_size, seed, drop_p):
+    """Run `_attention_backward`: gradients of `wide`, `projections`, and ``(∂L/∂S·scale, ∂L/∂NĀ)`` in float32."""
+    batch, _, steps, width = wide.shape
+    dim, groups = width // 7, batch // group_size
+    grad_wide = torch.empty_like(wide)
+    grad_projections = torch.zeros_like(projections)  # rows no node reads keep a zero gradient
+    grad_scores = torch.empty_like(attention)
+    grad_aggregated = torch.empty(batch, 2, steps, dim, dtype=torch.float32, device=wide.device)
+    block_group, block_dim = launch_config(group_size, dim)
+    _attention_backward[(groups * 2 * steps,)](
+        grad, wide, projections, key_bias, value_bias, attention,
+        grad_wide, grad_projections, grad_scores, grad_aggregated,
+        groups, steps, dim, group_size, 1 / math.sqrt(dim), seed, drop_p, dropout_scale(drop_p),
+        BLOCK_G=block_group, BLOCK_D=block_dim, DROPOUT=drop_p > 0,
+    )
+    return grad_wide, grad_projections, grad_scores, grad_aggregated
+
+
+def dropout_scale(drop_p: float) -> float:
+    """The factor kept entries are multiplied by: ``1/(1-p)``, and 0 when everything is dropped (p = 1)."""
+    return 1.0 / (1.0 - drop_p) if drop_p < 1 else 0.0
+
+
 class RelationalAttention(torch.autograd.Function):
     """``z = Swish(x W_1ᵀ + b_1) + Dropout(NĀ)`` from the GEMM outputs, by the Triton kernels above.
 
@@ -216,45 +254,23 @@ class RelationalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, wide, projections, key_bias, value_bias, group_size, drop_p):
-        wide, projections = wide.contiguous(), projections.contiguous()
-        key_bias, value_bias = key_bias.contiguous(), value_bias.contiguous()
-        batch, _, steps, width = wide.shape
-        dim, groups = width // 7, batch // group_size
-        dropout = drop_p > 0
-        seed = int(torch.randint(2**31 - 1, ())) if dropout else 0
-        drop_scale = 1.0 / (1.0 - drop_p) if drop_p < 1 else 0.0
-        out = wide.new_empty(batch, 2, steps, dim)
-        attention = torch.empty(batch, 2, steps, 6, 6, dtype=torch.float32, device=wide.device)
-        block_group, block_dim = launch_config(group_size, dim)
-        _attention_forward[(groups * 2 * steps,)](
-            wide, projections, key_bias, value_bias, out, attention,
-            groups, steps, dim, group_size, 1 / math.sqrt(dim), seed, drop_p, drop_scale,
-            BLOCK_G=block_group, BLOCK_D=block_dim, DROPOUT=dropout,
-        )
-        ctx.save_for_backward(wide, projections, key_bias, value_bias, attention)
-        ctx.config = (group_size, seed, drop_p, drop_scale, dropout, block_group, block_dim)
+        inputs = [tensor.contiguous() for tensor in (wide, projections, key_bias, value_bias)]
+        seed = int(torch.randint(2**31 - 1, ())) if drop_p > 0 else 0
+        out, attention = launch_forward(*inputs, group_size, seed, drop_p)
+        ctx.save_for_backward(*inputs, attention)
+        ctx.config = (group_size, seed, drop_p)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         wide, projections, key_bias, value_bias, attention = ctx.saved_tensors
-        group_size, seed, drop_p, drop_scale, dropout, block_group, block_dim = ctx.config
-        batch, _, steps, width = wide.shape
-        dim, groups = width // 7, batch // group_size
-        grad = grad.contiguous()
-        grad_wide = torch.empty_like(wide)
-        grad_projections = torch.zeros_like(projections)
-        grad_scores = torch.empty_like(attention)
-        grad_aggregated = torch.empty(batch, 2, steps, dim, dtype=torch.float32, device=wide.device)
-        _attention_backward[(groups * 2 * steps,)](
-            grad, wide, projections, key_bias, value_bias, attention,
-            grad_wide, grad_projections, grad_scores, grad_aggregated,
-            groups, steps, dim, group_size, 1 / math.sqrt(dim), seed, drop_p, drop_scale,
-            BLOCK_G=block_group, BLOCK_D=block_dim, DROPOUT=dropout,
+        grad_wide, grad_projections, grad_scores, grad_aggregated = launch_backward(
+            grad.contiguous(), wide, projections, key_bias, value_bias, attention, *ctx.config
         )
+        dim = key_bias.shape[1]
         queries = wide[..., : 6 * dim].reshape(-1, 6, dim).float()
         grad_key_bias = torch.einsum("nqr,nqd->rd", grad_scores.view(-1, 6, 6), queries)
-        weights = attention.view(-1, 6, 6).mean(dim=1)
+        weights = attention.view(-1, 6, 6).mean(dim=1)  # mean_r A
         grad_value_bias = weights.t() @ grad_aggregated.view(-1, dim)
         return (grad_wide, grad_projections, grad_key_bias.to(key_bias.dtype),
                 grad_value_bias.to(value_bias.dtype), None, None)
