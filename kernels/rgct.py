@@ -222,7 +222,8 @@ def launch_forward(wide, projections, key_bias, value_bias, group_size, seed, dr
 
 
 def launch_backward(grad, wide, projections, key_bias, value_bias, attention, group_size, seed, drop_p):
-    """Run `_attention_backward`: gradients of `wide`, `projections`, and ``(∂L/∂S·scale, ∂L/∂NĀ)`` in float32."""
+    """Run `_attention_backward`: gradients of `wide` and `projections`, then ``∂L/∂S·scale`` and ``∂L/∂NĀ``
+    (float32, for the bias gradients)."""
     batch, _, steps, width = wide.shape
     dim, groups = width // 7, batch // group_size
     grad_wide = torch.empty_like(wide)
