@@ -143,8 +143,8 @@ def restore_rng_state(state: dict, device: str) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), torch.device(device))
 
 
-class _Epoch:
-    """One pass over the training set (module docstring); returns the mean loss and segment accuracy."""
+class EpochTrainer:
+    """The training iterations of the module docstring, one epoch per `run`."""
 
     def __init__(self, model, optimizer, data: RunData, config: TrainConfig, progress: TrainProgress) -> None:
         self.model, self.optimizer, self.data, self.config, self.progress = model, optimizer, data, config, progress
@@ -183,10 +183,10 @@ class _Epoch:
         return loss, logits
 
     def run(self, epoch: int) -> tuple[float, float, float]:
-        """Train one epoch; returns (mean loss, running segment accuracy, last learning rate)."""
+        """Train one epoch; returns the mean loss, the segment accuracy of the training forward passes (originals
+        and replicas; in WSEL against the segment labels, for information only) and the last learning rate."""
         self.model.train()
         total_loss, correct, segments, videos = 0.0, 0, 0, 0
-        lr = self.learning_rate(epoch, 0)
         batches = self.data.train.batches(self.config.batch_size, seed=self.config.seed, epoch=epoch)
         for step, batch in enumerate(batches):
             lr = self.learning_rate(epoch, step)
@@ -275,7 +275,7 @@ def train(
         write_config(run_dir, config)
     stop = config.epochs if max_epochs_this_run is None else min(config.epochs, first_epoch + max_epochs_this_run)
 
-    trainer = _Epoch(model, optimizer, data, config, progress)
+    trainer = EpochTrainer(model, optimizer, data, config, progress)
     with progress:
         progress.start(trainer.steps * config.epochs, trainer.steps * first_epoch)
         for epoch in range(first_epoch, stop):
