@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _device import CUDA, DEVICE, DIM, record, synchronize
 from avel_fast import models, nn as fast_nn, reference
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, VISUAL_SHAPE
 from avel_fast.train.config import resolve_config
@@ -17,23 +18,10 @@ from avel_fast.train.data import load_run_data
 from avel_fast.train.engine import EpochTrainer, build_model, build_optimizer, seed_everything
 from avel_fast.train.progress import TrainProgress
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-DIM = 768 if CUDA else 256
 VISUAL_CHANNELS = None if CUDA else 64
 VIDEOS, SEGMENTS = 48, 10
 IMPLS = ["reference", "fast", "compile"]
 MODELS = {"dpnet": (reference.DPNet, models.DPNet), "edrnet": (reference.EDRNet, models.EDRNet)}
-
-
-def synchronize() -> None:
-    if CUDA:
-        torch.cuda.synchronize()
-
-
-def record(benchmark, group: str, impl: str) -> None:
-    benchmark.group = group
-    benchmark.extra_info.update(impl=impl, device=torch.cuda.get_device_name() if CUDA else "cpu", dim=DIM)
 
 
 def build(impl: str, name: str):

@@ -13,26 +13,14 @@ import copy
 import pytest
 import torch
 
+from _device import DEVICE, DIM, record, synchronize
 from avel_fast import reference
 from avel_fast.augment import smb_fusion
 from avel_fast.data.synthetic import synthetic_labels
 from avel_fast.nn import GatedFusion, LSSLoss, TemporalConv, patch
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-DIM = 768 if CUDA else 256
 VIDEOS, SEGMENTS = 48, 10
 IMPLS = ["reference", "fast", "compile"]
-
-
-def synchronize() -> None:
-    if CUDA:
-        torch.cuda.synchronize()
-
-
-def record(benchmark, group: str, impl: str) -> None:
-    benchmark.group = group
-    benchmark.extra_info.update(impl=impl, device=torch.cuda.get_device_name() if CUDA else "cpu", dim=DIM)
 
 
 def build(impl: str, reference_module):

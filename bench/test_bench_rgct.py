@@ -5,19 +5,12 @@ their 48 replicas). Sizes: D_in = D = 256 on CPU, the paper's D = 768 on CUDA.""
 import pytest
 import torch
 
+from _device import CUDA, DEVICE, DIM, record, synchronize
 from avel_fast import reference
 from avel_fast.nn import RGCT
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-DIM = 768 if CUDA else 256
 VIDEOS, STEPS = 48, 10
 IMPLS = ["reference", "fast", "compile"]
-
-
-def synchronize() -> None:
-    if CUDA:
-        torch.cuda.synchronize()
 
 
 def build(impl: str):
@@ -48,8 +41,7 @@ def test_rgct_forward(benchmark, impl, group_size):
         synchronize()
         return output
 
-    benchmark.group = f"rgct-G{group_size}/fwd"
-    benchmark.extra_info.update(impl=impl, device=torch.cuda.get_device_name() if CUDA else "cpu", dim=DIM)
+    record(benchmark, f"rgct-G{group_size}/fwd", impl)
     output = benchmark.pedantic(forward, rounds=10, warmup_rounds=2)
     assert output.shape == (VIDEOS * group_size, 2, STEPS, DIM)
 
@@ -69,7 +61,6 @@ def test_rgct_forward_backward(benchmark, impl, group_size):
         synchronize()
         return x.grad
 
-    benchmark.group = f"rgct-G{group_size}/fwd+bwd"
-    benchmark.extra_info.update(impl=impl, device=torch.cuda.get_device_name() if CUDA else "cpu", dim=DIM)
+    record(benchmark, f"rgct-G{group_size}/fwd+bwd", impl)
     input_grad = benchmark.pedantic(step, rounds=10, warmup_rounds=2)
     assert torch.isfinite(input_grad).all()

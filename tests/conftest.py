@@ -1,7 +1,11 @@
-"""Shared fixtures: the real AVE files in ../shared/data/ave (tests skip cleanly without them)."""
+"""Shared fixtures: the real AVE files in ../shared/data/ave (tests skip cleanly without them), one thread."""
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
+
+from avel_fast.data import read_annotations, read_split
 
 SHARED_AVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ave"
 
@@ -12,3 +16,21 @@ def real_ave_dir() -> Path:
     if not (SHARED_AVE / "Annotations.txt").is_file():
         pytest.skip(f"real AVE files not found at {SHARED_AVE}")
     return SHARED_AVE
+
+
+@pytest.fixture(scope="session")
+def train_labels(real_ave_dir):
+    """Segment labels ``[V, 10]`` of the real training split, rebuilt from ``Annotations.txt``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the one video with StartTime == EndTime
+        labels, _ = read_annotations(real_ave_dir / "Annotations.txt")
+    return labels[read_split(real_ave_dir / "train_order.h5", len(labels))]
+
+
+@pytest.fixture
+def one_thread():
+    """Smoke shapes are tiny: one thread is faster and keeps the runs independent of the machine's load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

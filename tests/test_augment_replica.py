@@ -1,13 +1,10 @@
 """Replicate (SPEC §6.2, DPNet Alg. 1): native == Python twin, decomposition by hand, replica invariants, bad inputs."""
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
 from avel_fast.augment import PIECE_TYPE_NAMES, ReplicaSampler
 from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_EVENT_CLASSES
-from avel_fast.data import read_annotations, read_split
 from avel_fast.reference.augment import (
     BACKGROUND_RUN, CONTINUE, END_BORDER, END_OPEN, START_BORDER, START_OPEN, decompose,
 )
@@ -23,14 +20,6 @@ def random_labels(rng, num_videos, T):
             a = rng.integers(0, T)
             row[a:rng.integers(a + 1, T + 1)] = rng.integers(0, 6)
     return labels
-
-
-@pytest.fixture(scope="module")
-def train_labels(real_ave_dir):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the one video with StartTime == EndTime
-        labels, _ = read_annotations(real_ave_dir / "Annotations.txt")
-    return labels[read_split(real_ave_dir / "train_order.h5", len(labels))]
 
 
 @pytest.mark.parametrize("case", range(12))

@@ -1,13 +1,10 @@
 """SMB video fusion (SPEC §6.1, EDRNet Alg. 1 / Table 1): native == Python twin, Table 1 invariants, bad inputs."""
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
 from avel_fast.augment import SMB_STATE_NAMES, smb_database_sizes, smb_fusion
 from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_EVENT_CLASSES
-from avel_fast.data import read_annotations, read_split
 
 BG, FG = "BG", "FG"
 # Table 1, written out independently of the implementation: extracted pattern, and where it must sit.
@@ -66,14 +63,6 @@ def random_labels(rng, num_videos, T):
             row[a:rng.integers(a + 1, T + 1)] = rng.integers(0, NUM_EVENT_CLASSES)
     events = np.repeat(np.arange(NUM_EVENT_CLASSES)[:, None], T, axis=1)
     return np.concatenate([labels, events])[rng.permutation(num_videos + NUM_EVENT_CLASSES)]
-
-
-@pytest.fixture(scope="module")
-def train_labels(real_ave_dir):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the one video with StartTime == EndTime
-        labels, _ = read_annotations(real_ave_dir / "Annotations.txt")
-    return labels[read_split(real_ave_dir / "train_order.h5", len(labels))]
 
 
 @pytest.mark.parametrize("case", range(12))

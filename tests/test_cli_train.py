@@ -11,16 +11,7 @@ from avel_fast.cli.main import app
 from avel_fast.data import write_synthetic_ave
 
 RUN_FILES = {"config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json"}
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Smoke shapes are tiny: one thread is faster and keeps the runs independent of the machine's load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def invoke(*args: str):

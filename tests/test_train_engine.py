@@ -7,14 +7,7 @@ import torch
 from avel_fast.train import TrainingError, resolve_config, resume_config, train
 from avel_fast.train.run_dir import read_metrics
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Smoke shapes are tiny: one thread is faster and keeps the runs independent of the machine's load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _smoke(model: str, **overrides):

@@ -26,8 +26,9 @@ Generative model. Every segment has an audio source and a visual source, each a 
   (about 65 % zeros, mean about 0.12, max about 4.5 on the full set).
 * Visual [T, 7, 7, 512] = `visual_scale` * relu(`visual_bias` + per-video scene (smooth spatial map x channel
   vector) + `visual_strength` * Gaussian blob (width `object_width`) at the object position x source +
-  per-segment channel noise + per-position noise): about 65 % zeros, mean about 0.9, like VGG19 pool5 maps. The object position random-walks (`object_drift` cells per segment,
-  reflected at the border); all sources of a video share that track.
+  per-segment channel noise + per-position noise): about 65 % zeros, mean about 0.9, like VGG19 pool5 maps.
+  The object position random-walks (`object_drift` cells per segment, reflected at the border); all sources
+  of a video share that track.
 
 Determinism: labels come from one generator seeded by ``derive_seed(seed, stream)``; the features of video i
 come from its own torch generator seeded from (seed, i) and are computed in chunks of `CHUNK_VIDEOS` videos
