@@ -39,7 +39,3 @@ class SplitMix64:
             x = self.next()
             if x >= threshold:
                 return x % n
-
-    def uniform(self) -> float:
-        """Uniform float in [0, 1) with 53 random bits."""
-        return (self.next() >> 11) * 2.0**-53

@@ -1,8 +1,10 @@
 // Label sequences as the samplers read them (SPEC §3.1): int64 [V, T], 0..27 event classes, 28 = background.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace avel {
 
@@ -16,6 +18,17 @@ struct LabelView {
     int64_t segments;
 
     const int64_t* row(int64_t v) const { return data + v * segments; }
+
+    // The event classes present in video v, ascending, into `classes` (cleared first).
+    void event_classes(int64_t v, std::vector<int64_t>& classes) const {
+        classes.clear();
+        const int64_t* r = row(v);
+        for (int64_t t = 0; t < segments; ++t) {
+            if (r[t] != kBackground) classes.push_back(r[t]);
+        }
+        std::sort(classes.begin(), classes.end());
+        classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+    }
 };
 
 // Checks T >= 2 and every value in 0..28 (dtype and rank are checked by the binding); the messages are

@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <limits>
 #include <string>
 
 #include "labels.hpp"
@@ -39,10 +40,10 @@ py::array_t<int64_t> below_stream(uint64_t seed, py::array_t<int64_t, py::array:
     return out;
 }
 
-// `array` as C-contiguous int64 after checking it holds integers and has rank `ndim`.
+// `array` as C-contiguous int64 after checking it holds integers (any dtype when empty) and has rank `ndim`.
 Int64Array integer_array(const py::array& array, const char* name, py::ssize_t ndim, const char* rank_message) {
     const char kind = array.dtype().kind();
-    if (kind != 'i' && kind != 'u') {
+    if (kind != 'i' && kind != 'u' && array.size() > 0) {
         const std::string dtype = py::str(array.dtype());
         throw py::value_error(std::string(name) + " must be an integer array, got dtype " + dtype);
     }
@@ -61,7 +62,12 @@ Int64Array labels_array(const py::array& labels) {
 py::tuple smb_fusion(const py::array& labels_in, int64_t per_class, uint64_t seed, int threads) {
     const Int64Array labels = labels_array(labels_in);
     const avel::LabelView view = label_view(labels);
-    const py::ssize_t rows = avel::kNumEventClasses * std::max<int64_t>(per_class, 0);
+    if (per_class < 1) throw py::value_error("per_class must be >= 1, got " + std::to_string(per_class));
+    if (per_class > std::numeric_limits<py::ssize_t>::max() / (avel::kNumEventClasses * view.segments)) {
+        throw py::value_error("per_class " + std::to_string(per_class) +
+                              " is too large: the output would not fit in memory");
+    }
+    const py::ssize_t rows = avel::kNumEventClasses * per_class;
     py::array_t<int64_t> video({rows, static_cast<py::ssize_t>(view.segments)});
     py::array_t<int64_t> segment(video.request().shape), label(video.request().shape), state(video.request().shape);
     const avel::smb::Output out{video.mutable_data(), segment.mutable_data(), label.mutable_data(),

@@ -78,12 +78,7 @@ Sampler::Sampler(const LabelView& labels) : videos_(labels.videos), segments_(la
                 buckets[key(piece.type, piece.event_class, piece.length)].push_back(v * T + piece.first);
             }
         }
-        classes.clear();
-        for (int64_t t = 0; t < T; ++t) {
-            if (row[t] != kBackground) classes.push_back(row[t]);
-        }
-        std::sort(classes.begin(), classes.end());
-        classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+        labels.event_classes(v, classes);
         for (int64_t t = 0; t < T;) {
             if (row[t] != kBackground) {
                 ++t;

@@ -40,9 +40,6 @@ public:
         }
     }
 
-    // Uniform double in [0, 1) with 53 random bits.
-    double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-
 private:
     uint64_t state_;
 };

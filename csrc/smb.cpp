@@ -112,12 +112,7 @@ Databases build_databases(const LabelView& labels) {
     std::vector<int64_t> classes;
     for (int64_t v = 0; v < labels.videos; ++v) {
         const int64_t* row = labels.row(v);
-        classes.clear();
-        for (int64_t t = 0; t < T; ++t) {
-            if (row[t] != kBackground) classes.push_back(row[t]);
-        }
-        std::sort(classes.begin(), classes.end());
-        classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+        labels.event_classes(v, classes);
         for (int64_t e : classes) db.present[e] = true;
         for (int64_t t = 0; t < T; ++t) {
             const int64_t flat = v * T + t;

@@ -169,3 +169,11 @@ def test_bad_batch(backend, batch, seed, message):
     sampler = ReplicaSampler(np.array([[0, 0, B], [B, 1, 1], [2, 2, 2], [B, B, B]]), backend=backend)
     with pytest.raises(ValueError, match=message):
         sampler.sample(batch, seed)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python"])
+def test_empty_batch_of_any_dtype_gives_no_replicas(backend):
+    sampler = ReplicaSampler(np.array([[0, 0, B], [B, 1, 1], [2, 2, 2], [B, B, B]]), backend=backend)
+    for batch in ([], np.array([], dtype=np.int32)):
+        video_idx, segment_idx = sampler.sample(batch, 0)
+        assert video_idx.shape == segment_idx.shape == (0, 3)

@@ -167,3 +167,7 @@ def test_bad_backend_and_threads():
         smb_fusion(labels, backend="gpu")
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
         smb_fusion(labels, threads=0)
+    with pytest.raises(ValueError, match=f"per_class {2**62} is too large: the output would not fit in memory"):
+        smb_fusion(labels, per_class=2**62)
+    many_threads = smb_fusion(labels, per_class=3, seed=5, threads=2**40)  # more threads than classes: capped
+    np.testing.assert_array_equal(many_threads.labels, smb_fusion(labels, per_class=3, seed=5).labels)

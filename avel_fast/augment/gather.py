@@ -7,15 +7,23 @@ import torch
 from avel_fast.augment._inputs import as_numpy
 
 
-def _index_tensor(values, name: str, device: torch.device) -> torch.Tensor:
+def _index_tensor(values, name: str, bound: int, device: torch.device) -> torch.Tensor:
+    """`values` as int64 on `device` after checking they are integers in ``0..bound-1`` (on the CPU for numpy
+    input; one device sync for a CUDA tensor)."""
     if isinstance(values, torch.Tensor):
         if values.dtype.is_floating_point or values.dtype == torch.bool or values.is_complex():
             raise ValueError(f"{name} must be an integer array, got dtype {values.dtype}")
-        return values.to(device=device, dtype=torch.int64)
-    array = as_numpy(values)
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be an integer array, got dtype {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(device, non_blocking=True)
+        index = values.to(dtype=torch.int64)
+        low, high = torch.stack(torch.aminmax(index)).tolist() if index.numel() else (0, 0)
+    else:
+        array = as_numpy(values)
+        if array.dtype.kind not in "iu":
+            raise ValueError(f"{name} must be an integer array, got dtype {array.dtype}")
+        index = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    if low < 0 or high >= bound:
+        raise ValueError(f"{name} must be in 0..{bound - 1}, got values in {low}..{high}")
+    return index.to(device, non_blocking=True)
 
 
 def gather_segments(features: torch.Tensor, video_idx, segment_idx) -> torch.Tensor:
@@ -28,17 +36,14 @@ def gather_segments(features: torch.Tensor, video_idx, segment_idx) -> torch.Ten
     """
     if features.dim() < 2:
         raise ValueError(f"features must have shape [videos, segments, ...], got {tuple(features.shape)}")
-    videos = _index_tensor(video_idx, "video_idx", features.device)
-    segments = _index_tensor(segment_idx, "segment_idx", features.device)
+    num_videos, num_segments = features.shape[:2]
+    videos = _index_tensor(video_idx, "video_idx", num_videos, features.device)
+    segments = _index_tensor(segment_idx, "segment_idx", num_segments, features.device)
     if videos.shape != segments.shape or videos.dim() != 2:
         raise ValueError(
             "video_idx and segment_idx must share one shape [M, T], "
             f"got {tuple(videos.shape)} and {tuple(segments.shape)}"
         )
-    num_videos, num_segments = features.shape[:2]
-    for name, index, bound in (("video_idx", videos, num_videos), ("segment_idx", segments, num_segments)):
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= bound):
-            raise ValueError(f"{name} must be in 0..{bound - 1}, got values in {int(index.min())}..{int(index.max())}")
     flat = (videos * num_segments + segments).reshape(-1)
     gathered = features.flatten(0, 1).index_select(0, flat)
     return gathered.reshape(*videos.shape, *features.shape[2:])

@@ -12,6 +12,7 @@ import numpy as np
 
 from avel_fast import _sampler
 from avel_fast.augment._inputs import as_numpy, check_backend
+from avel_fast.constants import NUM_EVENT_CLASSES
 from avel_fast.reference import augment as twin
 
 SMB_STATE_NAMES = twin.SMB_STATE_NAMES
@@ -56,6 +57,7 @@ def smb_fusion(labels, per_class: int = 250, seed: int = 0, backend: str = "cpp"
         threads = operator.index(threads)
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        threads = min(threads, NUM_EVENT_CLASSES)  # one class per thread at the most
         video_idx, segment_idx, fused, states = _sampler.smb_fusion(as_numpy(labels), per_class, seed, threads)
     return SMBFusion(video_idx, segment_idx, fused, states, per_class)
 

@@ -83,7 +83,6 @@ SMB_SUCCESSORS = (
 # Replicate sub-event types.
 START_BORDER, START_OPEN, END_BORDER, END_OPEN, CONTINUE, BACKGROUND_RUN = range(6)
 PIECE_TYPE_NAMES = ("start_border", "start_open", "end_border", "end_open", "continue", "background")
-NUM_PIECE_TYPES = 6
 
 MAX_SEED = 2**64 - 1
 
@@ -99,16 +98,22 @@ def check_seed(seed) -> int:
     return value
 
 
+def integer_array(values, name: str, ndim: int, rank_message: str) -> np.ndarray:
+    """`values` as C-contiguous int64 after checking it holds integers (any dtype when empty) and has rank
+    `ndim`."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" and array.size:
+        raise ValueError(f"{name} must be an integer array, got dtype {array.dtype}")
+    if array.ndim != ndim:
+        raise ValueError(f"{name}{rank_message}{array.ndim}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
 def check_labels(labels) -> np.ndarray:
     """Validated labels as C-contiguous int64 ``[V, T]`` (integer dtype, rank 2, T >= 2, values 0..28)."""
-    array = np.asarray(labels)
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"labels must be an integer array, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(f"labels must have rank 2 [videos, segments], got rank {array.ndim}")
+    array = integer_array(labels, "labels", 2, " must have rank 2 [videos, segments], got rank ")
     if array.shape[1] < 2:
         raise ValueError(f"labels must have at least 2 segments per video, got {array.shape[1]}")
-    array = np.ascontiguousarray(array, dtype=np.int64)
     bad = np.flatnonzero((array < 0) | (array > BACKGROUND))
     if bad.size:
         v, t = divmod(int(bad[0]), array.shape[1])
@@ -116,14 +121,14 @@ def check_labels(labels) -> np.ndarray:
     return array
 
 
+def event_classes(row: list[int]) -> list[int]:
+    """The event classes present in one label row, ascending."""
+    return sorted({label for label in row if label != BACKGROUND})
+
+
 def check_batch(batch_video_idx, num_videos: int) -> list[int]:
     """Validated batch video indices (integer, 1-D, each in 0..num_videos-1) as a list."""
-    array = np.asarray(batch_video_idx)
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"batch_video_idx must be an integer array, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise ValueError(f"batch_video_idx must be 1-D, got rank {array.ndim}")
-    array = array.astype(np.int64)
+    array = integer_array(batch_video_idx, "batch_video_idx", 1, " must be 1-D, got rank ")
     bad = np.flatnonzero((array < 0) | (array >= num_videos))
     if bad.size:
         i = int(bad[0])
@@ -147,7 +152,7 @@ def _smb_databases(rows: list[list[int]], num_segments: int) -> tuple[list[list[
     databases = [[[] for _ in range(NUM_SMB_STATES)] for _ in range(NUM_EVENT_CLASSES)]
     present = [False] * NUM_EVENT_CLASSES
     for v, row in enumerate(rows):
-        classes = sorted({label for label in row if label != BACKGROUND})
+        classes = event_classes(row)
         for e in classes:
             present[e] = True
         for t in range(T):
@@ -324,7 +329,7 @@ class ReplicaSampler:
                             self._add((CONTINUE, c, window), v * T + s)
                 elif kind != BACKGROUND_RUN:
                     self._add((kind, c, length), v * T + first)
-            classes = sorted({label for label in row if label != BACKGROUND})
+            classes = event_classes(row)
             t = 0
             while t < T:
                 if row[t] != BACKGROUND:
