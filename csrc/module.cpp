@@ -27,14 +27,16 @@ py::array_t<uint64_t> splitmix64_stream(uint64_t seed, py::ssize_t n) {
     return out;
 }
 
-py::array_t<int64_t> below_stream(uint64_t seed, py::array_t<int64_t, py::array::c_style | py::array::forcecast> bounds) {
+py::array_t<int64_t> below_stream(uint64_t seed, Int64Array bounds) {
     if (bounds.ndim() != 1) throw py::value_error("bounds must be 1-D");
     auto b = bounds.unchecked<1>();
     py::array_t<int64_t> out(b.shape(0));
     auto o = out.mutable_unchecked<1>();
     avel::SplitMix64 rng(seed);
     for (py::ssize_t i = 0; i < b.shape(0); ++i) {
-        if (b(i) < 1) throw py::value_error("bounds must be >= 1, got " + std::to_string(b(i)) + " at " + std::to_string(i));
+        if (b(i) < 1) {
+            throw py::value_error("bounds must be >= 1, got " + std::to_string(b(i)) + " at " + std::to_string(i));
+        }
         o(i) = static_cast<int64_t>(rng.below(static_cast<uint64_t>(b(i))));
     }
     return out;

@@ -28,7 +28,8 @@ Databases build_databases(const LabelView& labels);
 
 // An event class that cannot be fused (absent, or no valid sequence): the binding names it in a ValueError.
 struct ClassError : std::runtime_error {
-    ClassError(int64_t cls, bool no_videos) : std::runtime_error("SMB class error"), event_class(cls), absent(no_videos) {}
+    ClassError(int64_t cls, bool no_videos)
+        : std::runtime_error("SMB class error"), event_class(cls), absent(no_videos) {}
     int64_t event_class;
     bool absent;
 };
