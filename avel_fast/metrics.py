@@ -46,6 +46,14 @@ def _f1(precision: float, recall: float) -> float:
     return 2.0 * precision * recall / (precision + recall)
 
 
+SCALAR_METRICS = {
+    "accuracy": "accuracy", "weighted_f1": "weighted F1",
+    "non_ave_precision": "non-AVE precision", "non_ave_recall": "non-AVE recall", "non_ave_f1": "non-AVE F1",
+    "ave_precision": "AVE precision", "ave_recall": "AVE recall", "ave_f1": "AVE F1",
+}  # fmt: skip
+"""The scalar keys of `segment_metrics` and how tables label them."""
+
+
 def segment_metrics(pred, target, *, num_classes: int = NUM_CLASSES, background: int = BACKGROUND) -> dict:
     """Accuracy, weighted F1, non-AVE and AVE precision/recall/F1, per-class accuracy, confusion matrix.
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from _device import CUDA, DEVICE, DIM, record, synchronize
 from avel_fast import models, nn as fast_nn, reference
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, VISUAL_SHAPE
-from avel_fast.train.config import resolve_config
+from avel_fast.train.config import TrainConfig, resolve_config
 from avel_fast.train.data import load_run_data
 from avel_fast.train.engine import EpochTrainer, build_model, build_optimizer, seed_everything
 from avel_fast.train.progress import TrainProgress
@@ -59,7 +59,7 @@ def loss_of(name: str, model, lss, audio, visual, labels) -> torch.Tensor:
         logits = model(audio, visual, group_size=2)
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
     logits, features = model(audio, visual, return_features=True)
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten()) + 0.1 * lss(features, labels)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten()) + TrainConfig.lss_weight * lss(features, labels)
 
 
 @pytest.mark.parametrize("name", ["dpnet", "edrnet"])

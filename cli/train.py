@@ -12,12 +12,6 @@ from rich.table import Table
 
 from avel_fast.constants import CLASS_NAMES
 
-SCALARS = (
-    ("accuracy", "accuracy"), ("weighted_f1", "weighted F1"),
-    ("non_ave_precision", "non-AVE precision"), ("non_ave_recall", "non-AVE recall"), ("non_ave_f1", "non-AVE F1"),
-    ("ave_precision", "AVE precision"), ("ave_recall", "AVE recall"), ("ave_f1", "AVE F1"),
-)  # fmt: skip
-
 
 def _value(value) -> str:
     return "nan" if value is None or value != value else f"{value:.4f}"
@@ -25,11 +19,13 @@ def _value(value) -> str:
 
 def scalar_table(title: str, columns: dict[str, dict]) -> Table:
     """One row per scalar metric of SPEC §8, one column per metrics dict."""
+    from avel_fast.metrics import SCALAR_METRICS
+
     table = Table(title=title)
     table.add_column("metric")
     for name in columns:
         table.add_column(name, justify="right")
-    for key, label in SCALARS:
+    for key, label in SCALAR_METRICS.items():
         table.add_row(label, *(_value(metrics[key]) for metrics in columns.values()))
     return table
 
@@ -92,7 +88,7 @@ def train_command(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
         dim=dim, visual_channels=visual_channels, seed=seed, data_seed=data_seed, device=device, precision=precision,
         backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
-        smb=smb, smb_per_class=smb_per_class, data=str(data) if data is not None else None,
+        smb=smb, smb_per_class=smb_per_class, data=str(data.resolve()) if data is not None else None,
     )  # fmt: skip
     try:
         if resume:

@@ -60,13 +60,16 @@ def test_eval_prints_the_full_table_of_the_selected_checkpoint(tmp_path):
     assert invoke("eval", out, "--split", "val").exit_code == 0
 
 
-def test_train_on_an_ave_directory(tmp_path):
+def test_train_on_an_ave_directory_given_as_a_relative_path(tmp_path, monkeypatch):
     data = write_synthetic_ave(tmp_path / "ave", seed=3, num_videos=60, num_background_videos=6)
     out = tmp_path / "run"
-    result = invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--data", data, "--out", out)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--data", "ave", "--out", out)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["config"]["data"] == str(data)
+    assert json.loads((out / "config.json").read_text())["config"]["data"] == str(data.resolve())
     assert (out / "test_metrics.json").is_file()
+    monkeypatch.chdir(out)  # the run is evaluated from anywhere
+    assert invoke("eval", out).exit_code == 0
 
 
 def _corrupt_audio(directory):

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from avel_fast.train import TrainConfig, TrainingError, resolve_config
 from avel_fast.train.config import default_preset
@@ -28,7 +29,13 @@ def test_explicit_values_override_the_preset_and_none_is_ignored():
     assert config.dim == resolve_config("dpnet", preset="quick", device="cpu").dim
 
 
-def test_without_gpu_the_default_preset_is_quick():
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This machine as one without CUDA, whatever it has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_without_gpu_the_default_preset_is_quick(no_gpu):
     assert default_preset() == "quick"
     assert resolve_config("edrnet").preset == "quick"
 
@@ -57,9 +64,14 @@ def test_config_round_trips_through_json():
         (dict(model="dpnet", device="cuda"), "CUDA is not available"),
         (dict(model="dpnet", device="tpu9"), "not a torch device"),
         (dict(model="dpnet", learning_rate=1.0), "unknown option"),
+        (dict(model="dpnet", visual_channels=8), "--visual-channels is an option of edrnet"),
+        (dict(model="edrnet", dropout=0.5), "--dropout is an option of dpnet"),
+        (dict(model="edrnet", setting="wsel", lss_weight=0.3), "--lss-weight needs --lss"),
+        (dict(model="edrnet", smb_per_class=9), "--smb-per-class needs --smb"),
+        (dict(model="dpnet", data="/some/dir", data_seed=3), "--data-seed seeds the synthetic data, not --data"),
     ],
 )
-def test_bad_requests_name_the_option(kwargs, message):
+def test_bad_requests_name_the_option(kwargs, message, no_gpu):
     kwargs = {"preset": "smoke", **kwargs}
     with pytest.raises(TrainingError, match=message):
         resolve_config(kwargs.pop("model"), **kwargs)

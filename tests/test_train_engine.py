@@ -35,6 +35,23 @@ def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path):
     assert last["epoch"] == 3 and set(last) >= {"model", "optimizer", "rng", "best_accuracy", "best_epoch"}
 
 
+def test_resume_drops_a_metrics_line_cut_by_the_kill(tmp_path):
+    config = _smoke("dpnet", epochs=2)
+    train(config, tmp_path / "full")
+    train(config, tmp_path / "cut", max_epochs_this_run=1)
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as stream:
+        stream.write('{"epoch": 2, "lr": 0.00')  # killed in the middle of the next epoch's line
+    assert [record["epoch"] for record in read_metrics(tmp_path / "cut")] == [1]
+    train(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
+    assert _without_timing(read_metrics(tmp_path / "cut")) == _without_timing(read_metrics(tmp_path / "full"))
+
+
+def test_a_run_stopped_before_its_first_epoch_can_be_started_again(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # all that a run killed during its first epoch leaves
+    assert train(_smoke("dpnet", epochs=1), tmp_path)["metrics"]["accuracy"] >= 0.0
+    assert (tmp_path / "test_metrics.json").is_file()
+
+
 def test_same_config_twice_gives_identical_metrics(tmp_path):
     config = _smoke("edrnet", epochs=1, smb=True)
     first, second = train(config, tmp_path / "a"), train(config, tmp_path / "b")

@@ -37,7 +37,7 @@ def test_multiplier_changes_every_iteration_and_falls_towards_the_floor():
 
 
 @pytest.mark.parametrize(
-    ("epochs", "cycle", "switch"), [(40, 10, 30), (30, 10, 20), (50, 10, 40), (2, 1, 2), (7, 20, 0)]
+    ("epochs", "cycle", "switch"), [(40, 10, 30), (30, 10, 20), (50, 10, 40), (2, 1, 2), (7, 20, 20)]
 )
 def test_switch_scales_to_three_quarters_in_whole_cycles(epochs, cycle, switch):
     schedule = CyclicCosineSchedule(epochs, cycle)

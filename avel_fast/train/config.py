@@ -124,8 +124,23 @@ def resolve_config(model: str, *, preset: str | None = None, setting: str = "sel
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise TrainingError(f"unknown option(s) {', '.join(unknown)}")
-    values.update({name: value for name, value in overrides.items() if value is not None})
-    return validate(TrainConfig(model=model, setting=setting, preset=preset, **values))
+    explicit = {name: value for name, value in overrides.items() if value is not None}
+    values.update(explicit)
+    config = validate(TrainConfig(model=model, setting=setting, preset=preset, **values))
+    for name, needs, unused in _DEPENDENT_OPTIONS:
+        if name in explicit and unused(config):
+            raise TrainingError(f"--{name.replace('_', '-')} {needs}: it would be ignored here")
+    return config
+
+
+_DEPENDENT_OPTIONS = (
+    ("visual_channels", "is an option of edrnet (its 3x3 visual conv)", lambda c: c.model != "edrnet"),
+    ("dropout", "is an option of dpnet (its RGCT dropout)", lambda c: c.model != "dpnet"),
+    ("lss_weight", "needs --lss", lambda c: not c.lss),
+    ("smb_per_class", "needs --smb", lambda c: not c.smb),
+    ("data_seed", "seeds the synthetic data, not --data", lambda c: c.data is not None),
+)
+"""Explicit options that only act with another one: (name, what it needs, when it would be ignored)."""
 
 
 def validate(config: TrainConfig) -> TrainConfig:

@@ -31,7 +31,7 @@ from avel_fast import models, nn as fast_nn, reference
 from avel_fast._rng import derive_seed
 from avel_fast.augment import ReplicaSampler, gather_segments, interleave
 from avel_fast.data import ResidentDataset
-from avel_fast.metrics import segment_metrics
+from avel_fast.metrics import SCALAR_METRICS, segment_metrics
 from avel_fast.postprocess import b2ilc
 from avel_fast.reference import mil_loss
 from avel_fast.train.config import TrainConfig, TrainingError
@@ -55,10 +55,6 @@ from avel_fast.train.schedule import CyclicCosineSchedule
 REPLICA_STREAM = 2
 """Stream of the run seed under which the replica seeds of every (epoch, step) are derived."""
 EVAL_BATCH_SIZE = 128
-SCALAR_METRICS = (
-    "accuracy", "weighted_f1", "non_ave_precision", "non_ave_recall", "non_ave_f1",
-    "ave_precision", "ave_recall", "ave_f1",
-)  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:
@@ -326,6 +322,7 @@ def evaluate_run(
     """Segment metrics of the run's best-on-validation checkpoint on `split` (optionally after B2ILC)."""
     run_dir = Path(run_dir)
     config = read_config(run_dir, device=device)
+    configure_precision(config)
     best = load_checkpoint(run_dir / BEST_FILE, config.device)
     stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
     rows = load_split(config, split, stats)

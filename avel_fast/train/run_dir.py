@@ -93,8 +93,9 @@ def read_config(run_dir: Path, device: str | None = None) -> TrainConfig:
 
 
 def check_new_run_dir(run_dir: Path) -> None:
-    """Refuse to train into a directory that already holds files (use --resume to continue a run)."""
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    """Refuse to train into a directory that already holds files (use --resume to continue a run), except a
+    lone ``config.json``: a run stopped before its first epoch ended, which has nothing to resume."""
+    if run_dir.exists() and (not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {CONFIG_FILE}):
         raise TrainingError(f"--out {run_dir}: exists and is not empty (pass --resume to continue that run)")
 
 
@@ -104,8 +105,15 @@ def append_metrics(run_dir: Path, record: dict) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of ``metrics.jsonl``; a last line cut short by a killed run is left out."""
     path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    lines = [line for line in path.read_text().splitlines() if line] if path.is_file() else []
+    records = [json.loads(line) for line in lines[:-1]]
+    try:
+        records.extend(json.loads(line) for line in lines[-1:])
+    except json.JSONDecodeError:
+        pass
+    return records
 
 
 def truncate_metrics(run_dir: Path, epochs_done: int) -> None:

@@ -3,8 +3,10 @@
 Cosine annealing with warm restarts every `cycle` epochs: within each cycle the multiplier of the base
 learning rate falls from 1 to a floor along half a cosine, then restarts at 1. The floor is 0.1 until the
 phase switch and 0.01 after it. The paper trains 400 epochs with cycles of 20 and switches at epoch 300; for
-other epoch counts the switch keeps its place at 3/4 of the run, rounded half up to a whole number of cycles
-(``switch = ⌊0.75 · epochs / cycle + 1/2⌋ · cycle``), so with 400 epochs and cycles of 20 it is exactly 300.
+other epoch counts the switch keeps its place at 3/4 of the run, rounded half up to a whole number of cycles,
+at least one (``switch = max(1, ⌊0.75 · epochs / cycle + 1/2⌋) · cycle``; at or past the end of the run there
+is no second phase), so with 400 epochs and cycles of 20 it is exactly 300, and a run shorter than one cycle
+keeps the 0.1 floor.
 The position is fractional (``epoch + step / steps_per_epoch``), so the learning rate changes every iteration.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ class CyclicCosineSchedule:
     @property
     def switch_epoch(self) -> int:
         """First epoch of the 1 -> 0.01 phase (300 for the paper's 400 epochs with cycles of 20)."""
-        return min(self.epochs, int(PAPER_SWITCH_FRACTION * self.epochs / self.cycle + 0.5) * self.cycle)
+        return max(1, int(PAPER_SWITCH_FRACTION * self.epochs / self.cycle + 0.5)) * self.cycle
 
     def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         """Multiplier at iteration `step` of `epoch` (both from 0)."""
