@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .constants import BACKGROUND
+from .constants import BACKGROUND, NUM_CLASSES
 
 
-def b2ilc(pred, witness_rate: float = 0.5, *, background: int = BACKGROUND):
+def b2ilc(pred, witness_rate: float = 0.5, *, background: int = BACKGROUND, num_classes: int = NUM_CLASSES):
     """Relabel each confident foreground bag with its dominant event class.
 
     ``pred [V, T]`` holds class indices (torch tensor or numpy array; the result has the same type, device
@@ -23,7 +23,8 @@ def b2ilc(pred, witness_rate: float = 0.5, *, background: int = BACKGROUND):
     if not 0.0 <= witness_rate <= 1.0:
         raise ValueError(f"witness_rate must lie in [0, 1], got {witness_rate}")
     if isinstance(pred, np.ndarray):
-        return b2ilc(torch.from_numpy(pred), witness_rate, background=background).numpy()
+        native = np.ascontiguousarray(pred, dtype=pred.dtype.newbyteorder("="))  # torch takes neither
+        return b2ilc(torch.from_numpy(native), witness_rate, background=background, num_classes=num_classes).numpy()
     if not isinstance(pred, torch.Tensor):
         raise TypeError(f"pred must be a torch.Tensor or numpy.ndarray, got {type(pred).__name__}")
     if pred.dim() != 2:
@@ -34,8 +35,10 @@ def b2ilc(pred, witness_rate: float = 0.5, *, background: int = BACKGROUND):
         raise ValueError(f"background must be a non-negative class index, got {background}")
     if pred.numel() == 0:
         return pred.clone()
-    if pred.min() < 0:
-        raise ValueError(f"pred holds a negative class index ({int(pred.min())})")
+    num_classes = max(num_classes, background + 1)
+    if pred.min() < 0 or pred.max() >= num_classes:
+        low, high = int(pred.min()), int(pred.max())
+        raise ValueError(f"pred must hold class indices in 0..{num_classes - 1}, got {low}..{high}")
 
     labels = pred.long()
     foreground = labels != background
@@ -46,7 +49,6 @@ def b2ilc(pred, witness_rate: float = 0.5, *, background: int = BACKGROUND):
     if num_bags == 0:
         return pred.clone()
 
-    num_classes = max(int(labels.max()), background) + 1
     counts = torch.zeros(num_bags, num_classes, dtype=torch.long, device=pred.device)
     bag_of_segment, class_of_segment = bag[foreground], labels[foreground]
     ones = torch.ones_like(class_of_segment)

@@ -80,10 +80,9 @@ def _training_labels(directory: Path | None, synthetic: bool, seed: int, videos:
 
         labels = synthetic_labels(seed, videos, 0)
         return labels.labels[labels.splits["train"]].numpy(), f"synthetic AVE (seed {seed}, {videos} videos)"
-    from avel_fast.data import read_annotations, read_split
+    from avel_fast.data import split_labels
 
-    labels, _ = read_annotations(directory / "Annotations.txt")
-    return labels[read_split(directory / "train_order.h5", len(labels))], str(directory)
+    return split_labels(directory, "train"), str(directory)
 
 
 @data_app.command("states")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from avel_fast.data import read_annotations, read_split
+from avel_fast.data import split_labels
 
 SHARED_AVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ave"
 
@@ -23,8 +23,7 @@ def train_labels(real_ave_dir):
     """Segment labels ``[V, 10]`` of the real training split, rebuilt from ``Annotations.txt``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the one video with StartTime == EndTime
-        labels, _ = read_annotations(real_ave_dir / "Annotations.txt")
-    return labels[read_split(real_ave_dir / "train_order.h5", len(labels))]
+        return split_labels(real_ave_dir, "train")
 
 
 @pytest.fixture

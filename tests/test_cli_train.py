@@ -140,16 +140,13 @@ def _total_row(output: str, table_title: str) -> list[int]:
     return [int(cell) for cell in row.replace("│", " ").split()[1:]]
 
 
-def test_states_counts_every_smb_and_replicate_database_of_the_real_training_split(real_ave_dir):
+def test_states_counts_every_smb_and_replicate_database_of_the_real_training_split(real_ave_dir, train_labels):
     from avel_fast.constants import BACKGROUND
-    from avel_fast.data import AVEFormatWarning, read_annotations, read_split
 
     result = invoke("data", "states", real_ave_dir)
     assert result.exit_code == 0, result.output
     assert "event of length 0 at line 27" in result.output
-    with pytest.warns(AVEFormatWarning):
-        labels, _ = read_annotations(real_ave_dir / "Annotations.txt")
-    train = labels[read_split(real_ave_dir / "train_order.h5")]
+    train = train_labels
     has_event = (train != BACKGROUND).any(axis=1)
     event_videos = int(has_event.sum())
     starts_at_zero = int((train[:, 0] != BACKGROUND).sum())

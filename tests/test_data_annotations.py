@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from avel_fast.constants import BACKGROUND, CLASS_NAMES
-from avel_fast.data import AVEFormatError, AVEFormatWarning, read_annotations, read_split, validate_ave_dir
+from avel_fast.data import (
+    AVEFormatError, AVEFormatWarning, read_annotations, read_split, split_labels, validate_ave_dir,
+)
 
 ZERO_LENGTH_VIDEO = 26  # line 27 of the real file: "Church bell&VWi2ENBuTbw&good&0&0"
 
@@ -63,16 +65,27 @@ def test_header_line_is_tolerated(tmp_path):
     path = tmp_path / "Annotations.txt"
     path.write_text("Category&VideoID&Quality&StartTime&EndTime\nBark&a&good&2&5\nCat&b&good&0&10\nBark&c&good&9&10\n")
     labels, names = read_annotations(path)
-    assert names == ["Bark", "Cat"]
+    assert names == list(CLASS_NAMES)  # AVE categories keep their AVE indices, as in load_ave
+    bark, cat = CLASS_NAMES.index("Bark"), CLASS_NAMES.index("Cat")
     np.testing.assert_array_equal(
         labels,
-        [[28, 28, 0, 0, 0, 28, 28, 28, 28, 28], [1] * 10, [28] * 9 + [0]],
+        [[28, 28, bark, bark, bark, 28, 28, 28, 28, 28], [cat] * 10, [28] * 9 + [bark]],
     )
+
+
+def test_classes_outside_ave_keep_their_order_of_appearance(tmp_path):
+    path = tmp_path / "Annotations.txt"
+    path.write_text("Kazoo&a&good&0&10\nBark&b&good&0&10\n")
+    labels, names = read_annotations(path)
+    assert names == ["Kazoo", "Bark"] and labels[:, 0].tolist() == [0, 1]
 
 
 @pytest.mark.parametrize(
     ("line", "problem"),
-    [("Bark&a&good&5&3", "not within"), ("Bark&a&good&2", "expected 5"), ("Bark&a&good&x&3", "not integers")],
+    [
+        ("Bark&a&good&5&3", "not within"), ("Bark&a&good&2", "expected 5"), ("Bark&a&good&x&3", "not integers"),
+        ("Bark&a&good&--3&4", "not integers"), ("Bark&a&good&²&4", "not integers"),
+    ],
 )
 def test_malformed_line_names_the_line(tmp_path, line, problem):
     path = tmp_path / "Annotations.txt"
@@ -82,6 +95,14 @@ def test_malformed_line_names_the_line(tmp_path, line, problem):
     assert info.value.file == str(path) and info.value.dataset == "line 2"
 
 
+def test_a_malformed_first_line_is_not_taken_for_a_header(tmp_path):
+    path = tmp_path / "Annotations.txt"
+    path.write_text("Cat&b&good&x&5\nBark&a&good&2&5\n")
+    with pytest.raises(AVEFormatError, match="not integers") as info:
+        read_annotations(path)
+    assert info.value.dataset == "line 1"
+
+
 def test_real_directory_report(real_ave_dir):
     report = validate_ave_dir(real_ave_dir)
     assert any(w.startswith("video 26: event of length 0") and "line 27" in w for w in report.warnings)
@@ -89,3 +110,13 @@ def test_real_directory_report(real_ave_dir):
     assert missing == ["audio_feature.h5", "visual_feature.h5", "visual_feature_noisy.h5"]  # not in ../shared
     assert len(report.errors) == 3
     assert ("mil_labels.h5", "consistent with Annotations.txt") in report.checks
+
+
+@pytest.mark.filterwarnings("ignore::avel_fast.data.AVEFormatWarning")  # the zero-length event
+def test_split_labels_of_the_real_directory(real_ave_dir):
+    labels, _ = read_annotations(real_ave_dir / "Annotations.txt")
+    test = split_labels(real_ave_dir, "test")
+    np.testing.assert_array_equal(test, labels[read_split(real_ave_dir / "test_order.h5")])
+    assert split_labels(real_ave_dir).shape == (3339, 10)
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        split_labels(real_ave_dir, "dev")

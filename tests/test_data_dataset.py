@@ -20,6 +20,8 @@ def test_subset_of_a_split(data):
     assert torch.equal(data.subset(torch.tensor([3, 1])).video_labels, data.video_labels[[3, 1]])
     with pytest.raises(KeyError, match="no split 'dev'"):
         data.subset("dev")
+    with pytest.raises(ValueError, match="integer row indices, got dtype torch.bool"):
+        data.subset(torch.ones(len(data), dtype=torch.bool))
 
 
 def test_with_background(data):

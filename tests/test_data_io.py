@@ -179,6 +179,12 @@ def test_wrong_dtype(ave_dir):
     expect_bad(ave_dir, "audio_feature.h5", "avadataset", "dtype int32, expected a floating type")
 
 
+def test_big_endian_features_load_like_native_ones(small, ave_dir):
+    for name in ("audio_feature.h5", "visual_feature.h5"):
+        h5_write(ave_dir / name, h5_read(ave_dir / name).astype(">f4"))
+    assert_same(small, load_ave(ave_dir))
+
+
 def test_non_finite_features(ave_dir):
     with h5py.File(ave_dir / "visual_feature.h5", "r+") as f:
         f["avadataset"][5, 3, 0, 0, 0] = np.nan

@@ -33,6 +33,8 @@ def test_drop_last_and_no_shuffle(data):
     assert torch.equal(epoch_index(dataset, shuffle=False), torch.arange(23))
     with pytest.raises(ValueError, match="batch_size=0"):
         next(dataset.batches(0))
+    with pytest.raises(ValueError, match="batch_size=0"):
+        dataset.num_batches(0)
 
 
 def test_seeded_shuffle(data):

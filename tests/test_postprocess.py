@@ -127,9 +127,18 @@ def test_float_predictions_raise():
         b2ilc(torch.zeros(2, 10))
 
 
-def test_negative_class_raises():
-    with pytest.raises(ValueError, match=r"negative class index \(-1\)"):
+def test_class_index_out_of_range_raises():
+    with pytest.raises(ValueError, match=r"class indices in 0..28, got -1..0"):
         b2ilc(torch.tensor([[0, -1]]))
+    with pytest.raises(ValueError, match=r"class indices in 0..28, got 0..1000000000000"):
+        b2ilc(np.array([[0, 10**12]]))
+
+
+def test_numpy_views_and_byte_orders_are_accepted():
+    pred = np.array([[28, 3, 3, 5, 28], [1, 1, 28, 2, 2]])
+    expected = b2ilc(pred)
+    np.testing.assert_array_equal(b2ilc(pred[:, ::-1]), expected[:, ::-1])
+    np.testing.assert_array_equal(b2ilc(pred.astype(">i8")), expected)
 
 
 def test_unsupported_type_raises():

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from avel_fast.constants import BACKGROUND, NUM_SEGMENTS
+from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_SEGMENTS
 from avel_fast.data.errors import AVEFormatError, AVEFormatWarning
 
 SPLIT_KEY = "order"
@@ -51,8 +51,12 @@ class AnnotationTable:
         return np.flatnonzero(self.start == self.end)
 
 
-def _is_int(text: str) -> bool:
-    return text.strip().lstrip("-").isdigit()
+def _as_int(text: str) -> int | None:
+    """`text` as an integer, or None when it is not one."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def parse_annotations(path: str | Path) -> AnnotationTable:
@@ -76,12 +80,12 @@ def parse_annotations(path: str | Path) -> AnnotationTable:
                 f"Category&YouTubeID&Quality&StartTime&EndTime, got {len(fields)}: {line!r}"
             )
         category, youtube_id, _quality, start_text, end_text = (f.strip() for f in fields)
-        if not rows and not names and not (_is_int(start_text) and _is_int(end_text)):
+        if not rows and (start_text, end_text) == ("StartTime", "EndTime"):
             continue  # header line
-        if not (_is_int(start_text) and _is_int(end_text)):
+        start, end = _as_int(start_text), _as_int(end_text)
+        if start is None or end is None:
             problem = f"StartTime/EndTime {start_text!r}/{end_text!r} are not integers"
             raise AVEFormatError(path, f"line {number}", problem)
-        start, end = int(start_text), int(end_text)
         if not 0 <= start <= end <= NUM_SEGMENTS:
             problem = f"event [{start}, {end}) is not within 0 <= StartTime <= EndTime <= {NUM_SEGMENTS}"
             raise AVEFormatError(path, f"line {number}", problem)
@@ -116,9 +120,11 @@ def zero_length_message(table: AnnotationTable, video: int) -> str:
 def read_annotations(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """Segment labels int64 [V, 10] (background = 28) and the class names rebuilt from `Annotations.txt`.
 
-    An event with StartTime == EndTime leaves its video all background and emits an `AVEFormatWarning`.
+    Classes take their AVE indices (`CLASS_NAMES`) when the file holds AVE categories only, as in `load_ave`;
+    otherwise their order of first appearance. An event with StartTime == EndTime leaves its video all
+    background and emits an `AVEFormatWarning`.
     """
-    table = parse_annotations(path)
+    table = parse_annotations(path).in_class_order(CLASS_NAMES)
     for video in table.zero_length_events():
         warnings.warn(f"{path}: {zero_length_message(table, int(video))}", AVEFormatWarning, stacklevel=2)
     return table.segment_labels(), list(table.class_names)

@@ -75,7 +75,10 @@ class AVEData:
                 raise KeyError(f"no split {split_or_index!r} (have: {', '.join(self.splits) or 'none'})")
             index = self.splits[split_or_index]
         else:
-            index = torch.as_tensor(split_or_index, dtype=torch.int64)
+            index = torch.as_tensor(split_or_index)
+            if index.dtype == torch.bool or index.dtype.is_floating_point:
+                raise ValueError(f"subset takes a split name or integer row indices, got dtype {index.dtype}")
+            index = index.long()
         return replace(
             self,
             audio=self.audio.index_select(0, index),

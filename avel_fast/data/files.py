@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from avel_fast.constants import AUDIO_DIM, BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
-from avel_fast.data.annotations import AnnotationTable, parse_annotations, read_split
+from avel_fast.data.annotations import SPLIT_KEY, AnnotationTable, parse_annotations, read_annotations, read_split
 from avel_fast.data.dataset import SPLIT_NAMES, AVEData, pool_visual, video_labels_from_segments
 from avel_fast.data.errors import AVEFormatError, AVEFormatWarning
 
@@ -129,7 +129,8 @@ def _read_features(path, tail, num_videos, what, keep: bool, pooled: bool = Fals
                 ds.data.read_direct(out.numpy(), np.s_[start:stop], np.s_[start:stop])
                 values = out[start:stop]
             else:
-                values = torch.from_numpy(ds.data[start:stop])
+                chunk = ds.data[start:stop]
+                values = torch.from_numpy(chunk.astype(chunk.dtype.newbyteorder("="), copy=False))  # native order
             if not torch.isfinite(values.sum(dtype=torch.float32)):  # a fast test; the exact one only if it fails
                 non_finite = ~np.isfinite(values.numpy())
                 if non_finite.any():
@@ -203,7 +204,7 @@ def _check_splits(root: Path, splits: dict[str, np.ndarray], num_videos: int) ->
         if taken.any():
             index = int(splits[name][taken][0])
             raise AVEFormatError(
-                root / SPLIT_FILES[name], "order",
+                root / SPLIT_FILES[name], SPLIT_KEY,
                 f"index {index} is also in {SPLIT_FILES[names[owner[index]]]} ({int(taken.sum())} shared indices)",
             )
         owner[splits[name]] = position
@@ -387,6 +388,16 @@ def _run(root, *, strict: bool, keep: bool, setting: str, corrected: bool, poole
         background=background,
     )
     return run, data
+
+
+def split_labels(root: str | Path, split: str = "train") -> np.ndarray:
+    """Segment labels int64 ``[N, 10]`` of one split's videos, from ``Annotations.txt`` and ``{split}_order.h5``
+    alone (no feature files needed; the zero-length event warns as in `read_annotations`)."""
+    root = Path(root)
+    if split not in SPLIT_FILES:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLIT_FILES)}")
+    labels, _ = read_annotations(root / ANNOTATIONS_FILE)
+    return labels[read_split(root / SPLIT_FILES[split], len(labels))]
 
 
 def load_ave(

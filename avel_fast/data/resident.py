@@ -67,6 +67,8 @@ class ResidentDataset:
         return self._pooled
 
     def num_batches(self, batch_size: int, *, drop_last: bool = False) -> int:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected >= 1")
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
     def order(self, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) -> torch.Tensor:
@@ -87,8 +89,6 @@ class ResidentDataset:
         pooled: bool = False,
     ) -> Iterator[Batch]:
         """The batches of one epoch; `pooled=True` gives the cached pooled visual features instead of the maps."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: expected >= 1")
         visual = self.pooled_visual if pooled else self.visual
         order = self.order(shuffle=shuffle, seed=seed, epoch=epoch)
         for index in order[: self.num_batches(batch_size, drop_last=drop_last) * batch_size].split(batch_size):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from avel_fast.constants import AUDIO_DIM, BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
+from avel_fast.data.annotations import SPLIT_KEY
 from avel_fast.data.dataset import AVEData
 from avel_fast.data.files import (
     ANNOTATIONS_FILE,
@@ -106,7 +107,7 @@ def _write_labels(directory: Path, labels: np.ndarray, video_labels: np.ndarray,
     _write_array(directory / LABELS_FILE, np.eye(NUM_CLASSES, dtype=np.float32)[labels])
     _write_array(directory / VIDEO_LABELS_FILE, video_labels.astype(np.float32))
     for name, file in SPLIT_FILES.items():
-        _write_array(directory / file, np.asarray(splits[name], dtype=np.int64), key="order")
+        _write_array(directory / file, np.asarray(splits[name], dtype=np.int64), key=SPLIT_KEY)
     lines = annotation_lines(labels, video_labels, class_names)
     if lines is not None:
         (directory / ANNOTATIONS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from avel_fast.data.files import SETTINGS
+
 MODELS = ("dpnet", "edrnet")
-SETTINGS = ("sel", "wsel")
 PRESETS = ("paper", "quick", "smoke")
 PRECISIONS = ("fp32", "tf32", "bf16")
 BACKENDS = ("fast", "reference")
