@@ -33,3 +33,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def torch_backend(monkeypatch):
+    """The fast modules on their PyTorch path (``AVEL_FAST_BACKEND=torch``)."""
+    monkeypatch.setenv("AVEL_FAST_BACKEND", "torch")

@@ -46,11 +46,6 @@ def assert_matches_reference(fast, ref, audio, visual, rtol: float = 1e-4) -> No
         torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.fixture
-def torch_backend(monkeypatch):
-    monkeypatch.setenv("AVEL_FAST_BACKEND", "torch")
-
-
 @pytest.mark.parametrize("videos,segments,dim,kernel_size", SHAPES)
 def test_torch_path_matches_reference(torch_backend, videos, segments, dim, kernel_size):
     torch.manual_seed(videos * 100 + dim * 10 + kernel_size)
@@ -63,6 +58,15 @@ def test_torch_path_matches_reference_at_paper_sizes(torch_backend, kernel_size)
     torch.manual_seed(kernel_size)
     fast, ref = twin_modules(768, kernel_size)
     assert_matches_reference(fast, ref, torch.randn(2, 10, 768), torch.randn(2, 10, 768))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_torch_path_takes_an_empty_batch(torch_backend, kernel_size):
+    fast, ref = twin_modules(4, kernel_size)
+    audio, visual = torch.randn(0, 10, 4), torch.randn(0, 10, 4)
+    grad = torch.randn(0, 10, 4)
+    for got, want in zip(run_with_grads(fast, audio, visual, grad), run_with_grads(ref, audio, visual, grad)):
+        assert got.shape == want.shape and torch.equal(got, want)  # empty outputs, zero parameter gradients
 
 
 def test_torch_path_takes_strided_inputs(torch_backend):

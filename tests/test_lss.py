@@ -11,10 +11,11 @@ import torch
 
 from _interpret import run_interpreted
 from avel_fast import reference
+from avel_fast.constants import BACKGROUND
 from avel_fast.nn import LSSLoss
 from avel_fast.nn.lss import by_row, lss_coefficients, lss_torch, pattern_table, row_coefficients
 
-BG = 28
+BG = BACKGROUND
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 PATTERNS = {  # 1 = an event segment, 0 = background
@@ -53,11 +54,6 @@ def assert_matches_reference(features, labels, margin: float = 1.0, loss_fn=None
         assert torch.isfinite(a).all(), name
         torch.testing.assert_close(a, b.to(a.dtype), rtol=rtol, atol=rtol * max(b.abs().max().item(), 1e-3),
                                    msg=lambda m: f"{name}: {m}")
-
-
-@pytest.fixture
-def torch_backend(monkeypatch):
-    monkeypatch.setenv("AVEL_FAST_BACKEND", "torch")
 
 
 @pytest.mark.parametrize("margin", [1.0, 4.0])
@@ -144,6 +140,7 @@ def test_reference_backend_runs_the_reference_loop(monkeypatch):
 
 @pytest.mark.parametrize("features_shape,labels,message", [
     ((2, 10), torch.full((2, 10), BG), r"features must have shape \[B, T, D\]"),
+    ((2, 0, 3), torch.full((2, 0), BG), r"features must have shape \[B, T, D\] with B, T >= 1, got \[2, 0, 3\]"),
     ((2, 10, 3), torch.full((2, 9), BG), r"labels must have shape \[2, 10\]"),
     ((2, 10, 3), torch.full((2, 10), 28.0), "labels must be integer class indices"),
     ((2, 10, 3), torch.full((2, 10), 29), r"labels must lie in 0\.\.28"),

@@ -11,10 +11,9 @@ import avel_fast
 import avel_fast.models
 import avel_fast.nn
 from avel_fast import reference
+from test_reference_models import SMALL_DPNET, SMALL_EDRNET
 
 MODULES = ["RGCT", "TemporalConv", "DPBlock", "GatedFusion", "LSSLoss"]
-SMALL_DPNET = dict(audio_dim=6, visual_dim=8, dim=4, blocks=2)
-SMALL_EDRNET = dict(audio_dim=6, visual_dim=8, dim=4)
 
 
 def shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+from avel_fast.constants import BACKGROUND
 from avel_fast.reference import LSSLoss
 
-BG = 28
+BG = BACKGROUND
 
 
 def lss(values, labels, margin=1.0):

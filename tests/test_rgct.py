@@ -49,11 +49,6 @@ def assert_matches_reference(fast, ref, x: torch.Tensor, group_size: int, rtol: 
         torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.fixture
-def torch_backend(monkeypatch):
-    monkeypatch.setenv("AVEL_FAST_BACKEND", "torch")
-
-
 @pytest.mark.parametrize("videos,steps,in_dim,out_dim,group_size", SHAPES)
 def test_torch_path_matches_reference(torch_backend, videos, steps, in_dim, out_dim, group_size):
     torch.manual_seed(videos * 1000 + out_dim * 10 + group_size)

@@ -45,11 +45,6 @@ def assert_matches_reference(fast, ref, x: torch.Tensor, rtol: float = 1e-4) -> 
         torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.fixture
-def torch_backend(monkeypatch):
-    monkeypatch.setenv("AVEL_FAST_BACKEND", "torch")
-
-
 def test_tap_sum_and_spread_are_a_shifted_conv_and_its_adjoint():
     # Taps coded as 100·t + j: output t of a k=3 conv sums tap 0 of t−1, tap 1 of t and tap 2 of t+1.
     segments, kernel_size = 4, 3

@@ -149,8 +149,7 @@ class TemporalConv(reference.TemporalConv):
         backend = select_backend(x)
         if backend == "reference":
             return super().forward(x)
-        if x.dim() != 4 or x.shape[1] != 2 or x.shape[3] != self.in_dim:
-            raise ValueError(f"x must have shape [B, 2, T, {self.in_dim}], got {list(x.shape)}")
+        self.check_input(x)
         weights = (self.audio.weight, self.visual.weight, self.audio.bias, self.visual.bias)
         if backend == "triton":
             from avel_fast.kernels.temporal_conv import TritonTemporalConvSwish

@@ -66,7 +66,7 @@ class GatedFusionFunction(torch.autograd.Function):
     def forward(ctx, audio, visual, weight, bias):
         operands = gate_operands(audio, visual, weight)
         batch, segments, dim = audio.shape
-        taps = gate_taps(*operands).view(batch, segments, -1, dim)
+        taps = gate_taps(*operands).view(batch, segments, weight.shape[-1], dim)
         pre = taps.squeeze(2) if weight.shape[-1] == 1 else sum_taps(taps, taps.new_empty(batch, segments, dim))
         gate = pre.add_(bias.to(taps.dtype)).sigmoid_()
         ctx.save_for_backward(weight, gate, *operands)
@@ -81,7 +81,8 @@ class GatedFusionFunction(torch.autograd.Function):
         direct_audio = grad.reshape(-1, dim) * flat_gate
         direct_visual = grad.reshape(-1, dim) - direct_audio
         grad_pre = direct_audio * (1 - flat_gate) * (audio_rows - visual_rows)
-        grad_taps = spread_taps(grad_pre.view(gate.shape), weight.shape[-1]).view(batch * segments, -1)
+        kernel_size = weight.shape[-1]
+        grad_taps = spread_taps(grad_pre.view(gate.shape), kernel_size).view(batch * segments, kernel_size * dim)
         grad_audio, grad_visual, grad_weight, grad_bias = gate_gemm_grads(
             grad_taps, direct_audio, direct_visual, operands, weight
         )
@@ -102,11 +103,7 @@ class GatedFusion(reference.GatedFusion):
         backend = select_backend(audio)
         if backend == "reference":
             return super().forward(audio, visual)
-        if audio.dim() != 3 or audio.shape[-1] != self.dim or visual.shape != audio.shape:
-            raise ValueError(
-                f"audio and visual must both have shape [B, T, {self.dim}], got {list(audio.shape)} and "
-                f"{list(visual.shape)}"
-            )
+        self.check_input(audio, visual)
         if backend == "triton":
             from avel_fast.kernels.gated_fusion import TritonGatedFusion
 

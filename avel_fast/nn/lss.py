@@ -169,6 +169,7 @@ class LSSLoss(reference.LSSLoss):
         if backend == "reference":
             return super().forward(features, labels)
         reference.check_lss_input(features, labels)
+        labels = labels.to(features.device)
         if backend == "triton":
             from avel_fast.kernels.lss import lss_triton
 

@@ -25,10 +25,14 @@ class TemporalConv(nn.Module):
         self.audio = nn.Conv1d(in_dim, out_dim, kernel_size, padding=kernel_size // 2)
         self.visual = nn.Conv1d(in_dim, out_dim, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 2, T, in_dim]`` -> ``[B, 2, T, out_dim]``."""
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless `x` is ``[B, 2, T, in_dim]``."""
         if x.dim() != 4 or x.shape[1] != 2 or x.shape[3] != self.in_dim:
             raise ValueError(f"x must have shape [B, 2, T, {self.in_dim}], got {list(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 2, T, in_dim]`` -> ``[B, 2, T, out_dim]``."""
+        self.check_input(x)
         streams = [conv(x[:, m].transpose(1, 2)).transpose(1, 2) for m, conv in enumerate((self.audio, self.visual))]
         return F.silu(torch.stack(streams, dim=1))
 

@@ -9,7 +9,6 @@ from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHA
 from avel_fast.reference.dpnet import check_audio
 from avel_fast.reference.fusion import GatedFusion
 
-BRANCHES = ("audio", "visual", "audio_visual")
 
 
 def sinusoidal_positional_encoding(num_segments: int, dim: int) -> torch.Tensor:

@@ -19,13 +19,17 @@ class GatedFusion(nn.Module):
         self.dim = dim
         self.gate = nn.Conv1d(2 * dim, dim, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """`audio`, `visual` ``[B, T, dim]`` -> gated features ``[B, T, dim]``."""
+    def check_input(self, audio: torch.Tensor, visual: torch.Tensor) -> None:
+        """Raise ValueError unless `audio` and `visual` are both ``[B, T, dim]``."""
         if audio.dim() != 3 or audio.shape[-1] != self.dim or visual.shape != audio.shape:
             raise ValueError(
                 f"audio and visual must both have shape [B, T, {self.dim}], got {list(audio.shape)} and "
                 f"{list(visual.shape)}"
             )
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """`audio`, `visual` ``[B, T, dim]`` -> gated features ``[B, T, dim]``."""
+        self.check_input(audio, visual)
         both = torch.cat([audio, visual], dim=-1).transpose(1, 2)  # [B, 2·dim, T]
         gate = torch.sigmoid(self.gate(both)).transpose(1, 2)
         return gate * audio + (1 - gate) * visual

@@ -26,19 +26,17 @@ def mean_or(terms: list[torch.Tensor], zero: torch.Tensor) -> torch.Tensor:
 
 def check_lss_input(features: torch.Tensor, labels: torch.Tensor) -> None:
     """Raise ValueError unless `features` is ``[B, T, D]`` and `labels` integer ``[B, T]`` in ``0..28``."""
-    if features.dim() != 3 or features.shape[0] == 0:
-        raise ValueError(f"features must have shape [B, T, D] with B >= 1, got {list(features.shape)}")
+    if features.dim() != 3 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise ValueError(f"features must have shape [B, T, D] with B, T >= 1, got {list(features.shape)}")
     if labels.shape != features.shape[:2]:
         raise ValueError(
             f"labels must have shape {list(features.shape[:2])} (features' [B, T]), got {list(labels.shape)}"
         )
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise ValueError(
-            f"labels must lie in 0..{NUM_CLASSES - 1} (background = {BACKGROUND}), "
-            f"got {labels.min().item()}..{labels.max().item()}"
-        )
+    low, high = torch.stack(labels.aminmax()).tolist() if labels.numel() else (0, 0)
+    if low < 0 or high >= NUM_CLASSES:
+        raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1} (background = {BACKGROUND}), got {low}..{high}")
 
 
 class LSSLoss(nn.Module):
