@@ -56,20 +56,28 @@ def tap_spread(grad_taps_ptr, row, t, cols, mask, value, segments, dim, KERNEL_S
 
 
 @triton.jit
-def temporal_conv_swish_forward_kernel(
-    taps_ptr, bias_ptr, out_ptr, pre_ptr, rows_per_modality, segments, dim,
-    KERNEL_SIZE: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """One program per (modality-major row of ``Y``, column block): ``z = b_m + Σ taps``, ``out = z σ(z)``."""
+def _program_row(rows_per_modality, segments, dim, BLOCK: tl.constexpr):
+    """This program's modality-major row of ``Y``, its column block and mask, segment, modality and video, and
+    the offsets of that row's columns in the ``[B, 2, T, O]`` layout."""
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < dim
     t = row % segments
     modality = row // rows_per_modality
     video = (row % rows_per_modality) // segments
+    offsets = ((video * 2 + modality) * segments + t) * dim + cols
+    return row, cols, mask, t, modality, offsets
+
+
+@triton.jit
+def temporal_conv_swish_forward_kernel(
+    taps_ptr, bias_ptr, out_ptr, pre_ptr, rows_per_modality, segments, dim,
+    KERNEL_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """One program per (modality-major row of ``Y``, column block): ``z = b_m + Σ taps``, ``out = z σ(z)``."""
+    row, cols, mask, t, modality, offsets = _program_row(rows_per_modality, segments, dim, BLOCK)
     pre = tap_sum(taps_ptr, row, t, cols, mask, segments, dim, KERNEL_SIZE, BLOCK)
     pre += tl.load(bias_ptr + modality * dim + cols, mask=mask, other=0.0).to(tl.float32)
-    offsets = ((video * 2 + modality) * segments + t) * dim + cols  # [B, 2, T, O] layout
     tl.store(pre_ptr + offsets, pre.to(pre_ptr.dtype.element_ty), mask=mask)
     tl.store(out_ptr + offsets, (pre * tl.sigmoid(pre)).to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -80,13 +88,7 @@ def temporal_conv_swish_backward_kernel(
     KERNEL_SIZE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """``dz = dout ⊙ σ(z)(1 + z(1 − σ(z)))`` for one row and column block, spread into ``dY``."""
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < dim
-    t = row % segments
-    modality = row // rows_per_modality
-    video = (row % rows_per_modality) // segments
-    offsets = ((video * 2 + modality) * segments + t) * dim + cols
+    row, cols, mask, t, _, offsets = _program_row(rows_per_modality, segments, dim, BLOCK)
     pre = tl.load(pre_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     grad = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     gate = tl.sigmoid(pre)
