@@ -58,3 +58,10 @@ def test_gather_bad_inputs(features, video, segment, message):
 def test_interleave_shape_mismatch():
     with pytest.raises(ValueError, match=r"originals and replicas must have the same shape, got \(2, 3\) and \(3, 3\)"):
         interleave(torch.zeros(2, 3), torch.zeros(3, 3))
+
+
+def test_empty_indices_gather_nothing_even_from_no_videos():
+    empty = np.zeros((0, 10), dtype=np.int64)
+    for features in (torch.zeros(0, 10, 3), torch.zeros(4, 10, 3)):
+        assert gather_segments(features, empty, empty).shape == (0, 10, 3)
+        assert gather_segments(features, torch.from_numpy(empty), torch.from_numpy(empty)).shape == (0, 10, 3)

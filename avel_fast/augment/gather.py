@@ -14,13 +14,13 @@ def _index_tensor(values, name: str, bound: int, device: torch.device) -> torch.
         if values.dtype.is_floating_point or values.dtype == torch.bool or values.is_complex():
             raise ValueError(f"{name} must be an integer array, got dtype {values.dtype}")
         index = values.to(dtype=torch.int64)
-        low, high = torch.stack(torch.aminmax(index)).tolist() if index.numel() else (0, 0)
+        low, high = torch.stack(torch.aminmax(index)).tolist() if index.numel() else (0, -1)  # empty: in range
     else:
         array = as_numpy(values)
         if array.dtype.kind not in "iu":
             raise ValueError(f"{name} must be an integer array, got dtype {array.dtype}")
         index = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
-        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, -1)
     if low < 0 or high >= bound:
         raise ValueError(f"{name} must be in 0..{bound - 1}, got values in {low}..{high}")
     return index.to(device, non_blocking=True)
