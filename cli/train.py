@@ -1,4 +1,4 @@
-"""`avel-fast train MODEL` and `avel-fast eval RUN_DIR` (SPEC §10)."""
+"""`avel-fast train MODEL` and `avel-fast eval RUN_DIR` (docs/cli.md)."""
 from __future__ import annotations
 
 import time
@@ -18,7 +18,7 @@ def _value(value) -> str:
 
 
 def scalar_table(title: str, columns: dict[str, dict]) -> Table:
-    """One row per scalar metric of SPEC §8, one column per metrics dict."""
+    """One row per scalar metric (docs/metrics.md), one column per metrics dict."""
     from avel_fast.metrics import SCALAR_METRICS
 
     table = Table(title=title)
@@ -48,8 +48,8 @@ def _fail(err: Exception) -> None:
 
 
 def train_command(
-    model: str = typer.Argument(..., help="dpnet or edrnet."),
-    data: Optional[Path] = typer.Option(None, "--data", help="AVE directory (SPEC §3.2); default: synthetic AVE."),
+    model: str = typer.Argument(..., help="The model family: dpnet or edrnet."),
+    data: Optional[Path] = typer.Option(None, "--data", help="AVE directory (docs/data.md); default: synthetic AVE."),
     setting: Optional[str] = typer.Option(None, "--setting", help="sel (supervised, default) or wsel (weakly)."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="paper | quick | smoke; default paper with a GPU, quick without."
@@ -79,7 +79,7 @@ def train_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory; default runs/<model>-<setting>-<time>."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
 ) -> None:
-    """Train DPNet or EDRNet (SPEC §4, §10): best epoch on validation, its test metrics in test_metrics.json."""
+    """Train a model: the best epoch on validation, its test metrics in test_metrics.json (docs/training.md)."""
     from avel_fast.data import AVEFormatError
     from avel_fast.train import RichTrainProgress, TrainingError, resolve_config, resume_config, train
 
@@ -120,10 +120,10 @@ def train_command(
 def eval_command(
     run_dir: Path = typer.Argument(..., help="A run directory written by avel-fast train."),
     split: str = typer.Option("test", "--split", help="train | val | test."),
-    b2ilc: bool = typer.Option(False, "--b2ilc", help="Apply Bag-to-Instance Label Correction (SPEC §5.2)."),
+    b2ilc: bool = typer.Option(False, "--b2ilc", help="Apply Bag-to-Instance Label Correction (docs/models.md#b2ilc)."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: the run's device."),
 ) -> None:
-    """Score the run's best-on-validation checkpoint on a split: every metric of SPEC §8."""
+    """Score the run's best-on-validation checkpoint on a split: every metric of docs/metrics.md."""
     from avel_fast.data import AVEFormatError
     from avel_fast.train import TrainingError, evaluate_run
 

@@ -1,12 +1,15 @@
-"""Training and evaluation of DPNet and EDRNet in the SEL and WSEL settings (SPEC §4-6, §8, §10)."""
+"""Training and evaluation of every model family in the SEL and WSEL settings (docs/training.md)."""
 from avel_fast.train.config import PRESETS, TrainConfig, TrainingError, default_preset, resolve_config
-from avel_fast.train.engine import build_model, evaluate_run, predict, resume_config, train
+from avel_fast.train.engine import build_model, evaluate_run, predict, predict_scores, resume_config, train
+from avel_fast.train.families import FAMILIES, ModelFamily, family_of
 from avel_fast.train.progress import RichTrainProgress, TrainProgress
 from avel_fast.train.schedule import CyclicCosineSchedule
 
 __all__ = [
+    "FAMILIES",
     "PRESETS",
     "CyclicCosineSchedule",
+    "ModelFamily",
     "RichTrainProgress",
     "TrainConfig",
     "TrainProgress",
@@ -14,7 +17,9 @@ __all__ = [
     "build_model",
     "default_preset",
     "evaluate_run",
+    "family_of",
     "predict",
+    "predict_scores",
     "resolve_config",
     "resume_config",
     "train",

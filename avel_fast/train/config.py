@@ -1,12 +1,14 @@
-"""Training configuration: presets `paper` / `quick` / `smoke`, explicit overrides, validation (SPEC §4, §10).
+"""Training configuration: presets `paper` / `quick` / `smoke`, explicit overrides, validation
+(docs/training.md#presets).
 
-Resolution order: the preset's values for the model and setting, then every explicit override. The result is
-checked as a whole, so a bad combination is refused before anything is loaded or written.
+Resolution order: the shared preset values, the model family's values for the preset, then every explicit
+override. The result is checked as a whole, so a bad combination is refused before anything is loaded or written.
 
-Model switches belong to one model each: ``replicate``/``link`` to DPNet (Replicate and Link, DPNet §3.4),
-``lss``/``smb`` to EDRNet (Land-Shore-Sea loss and SMB video fusion, EDRNet §3). All four need segment labels
-of the training videos, so they exist only in the supervised setting (SEL); asking for one of them with the
-other model or with ``setting="wsel"`` is an error, and the presets turn them off for WSEL.
+Switches and valued options belong to the families that declare them (`ModelFamily.switches`, ``.options``):
+``replicate``/``link`` to DPNet (Replicate and Link, DPNet §3.4), ``lss``/``smb`` to EDRNet (Land-Shore-Sea loss
+and SMB video fusion, EDRNet §3). Asking for one with another model is an error; switches that need segment
+labels of the training videos (``supervised_switches``) are refused with ``setting="wsel"``, and the presets
+turn them off there.
 """
 from __future__ import annotations
 
@@ -16,22 +18,13 @@ from dataclasses import dataclass
 import torch
 
 from avel_fast.data.files import SETTINGS
+from avel_fast.train.errors import TrainingError
+from avel_fast.train.families import FAMILIES, family_of
 
-MODELS = ("dpnet", "edrnet")
 PRESETS = ("paper", "quick", "smoke")
 PRECISIONS = ("fp32", "tf32", "bf16")
 BACKENDS = ("fast", "reference")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-DPNET_SWITCHES = ("replicate", "link")
-EDRNET_SWITCHES = ("lss", "smb")
-SWITCH_NAMES = {
-    "replicate": "DPNet's Replicate", "link": "DPNet's Link", "lss": "EDRNet's Land-Shore-Sea loss",
-    "smb": "EDRNet's SMB video fusion",
-}
-
-
-class TrainingError(ValueError):
-    """A training or evaluation request that cannot run: the message names the option or file at fault."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +71,8 @@ class TrainConfig:
         return validate(cls(**values))
 
 
-# Base learning rates and the EDRNet optimizer: chosen on the synthetic validation split with the quick
-# architecture sizes (README "Training"); `quick` runs in about 4-5 minutes on 2 CPU cores.
+# Shared preset values; each family adds its own (`ModelFamily.preset_values`: base learning rates and the
+# EDRNet optimizer were chosen on the synthetic validation split with the quick sizes, README "Training").
 PRESET_VALUES: dict[str, dict] = {
     "paper": dict(epochs=400, cycle=20, batch_size=48, dim=768),
     "quick": dict(epochs=30, cycle=10, batch_size=32, dim=128),
@@ -88,23 +81,12 @@ PRESET_VALUES: dict[str, dict] = {
         smb_per_class=4,
     ),
 }
-EDRNET_OPTIMIZER = dict(optimizer="sgd", lr=0.1, weight_decay=5e-4)  # Nesterov momentum 0.9
-MODEL_PRESET_VALUES: dict[tuple[str, str], dict] = {
-    ("paper", "dpnet"): dict(lr=1e-3, replicate=True, link=True),
-    ("paper", "edrnet"): dict(**EDRNET_OPTIMIZER, lss=True, smb=True, smb_per_class=250),
-    ("quick", "dpnet"): dict(lr=1e-3),
-    ("quick", "edrnet"): dict(**EDRNET_OPTIMIZER, epochs=20, lss=True, visual_channels=32, smb_per_class=100),
-    ("smoke", "dpnet"): dict(lr=1e-3),
-    ("smoke", "edrnet"): dict(**EDRNET_OPTIMIZER, lss=True, visual_channels=16),
-}
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_preset() -> str:
-    """`paper` on a machine with a GPU, `quick` without one (SPEC §10)."""
+    """`paper` on a machine with a GPU, `quick` without one (docs/training.md#presets)."""
     return "paper" if torch.cuda.is_available() else "quick"
 
 
@@ -115,19 +97,27 @@ def _check_choice(name: str, value, choices: tuple) -> None:
 
 def resolve_config(model: str, *, preset: str | None = None, setting: str = "sel", **overrides) -> TrainConfig:
     """The preset's values for `model` and `setting`, then `overrides` (None values are ignored)."""
-    _check_choice("model", model, MODELS)
+    family = family_of(model)
     preset = preset or default_preset()
     _check_choice("preset", preset, PRESETS)
     _check_choice("setting", setting, SETTINGS)
-    values = {"device": default_device(), **PRESET_VALUES[preset], **MODEL_PRESET_VALUES[preset, model]}
+    values = {"device": default_device(), **PRESET_VALUES[preset], **family.preset_values(preset, setting)}
     if setting == "wsel":
-        values.update(dict.fromkeys(DPNET_SWITCHES + EDRNET_SWITCHES, False))
+        values.update(dict.fromkeys(family.supervised_switches, False))
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise TrainingError(f"unknown option(s) {', '.join(unknown)}")
     explicit = {name: value for name, value in overrides.items() if value is not None}
     values.update(explicit)
     config = validate(TrainConfig(model=model, setting=setting, preset=preset, **values))
+    for name in explicit:
+        owners = [other for other in FAMILIES.values() if name in other.options]
+        if owners and family not in owners:
+            names = " and ".join(owner.name for owner in owners)
+            raise TrainingError(
+                f"--{name.replace('_', '-')} is an option of {names} ({owners[0].options[name]}): "
+                "it would be ignored here"
+            )
     for name, needs, unused in _DEPENDENT_OPTIONS:
         if name in explicit and unused(config):
             raise TrainingError(f"--{name.replace('_', '-')} {needs}: it would be ignored here")
@@ -135,8 +125,6 @@ def resolve_config(model: str, *, preset: str | None = None, setting: str = "sel
 
 
 _DEPENDENT_OPTIONS = (
-    ("visual_channels", "is an option of edrnet (its 3x3 visual conv)", lambda c: c.model != "edrnet"),
-    ("dropout", "is an option of dpnet (its RGCT dropout)", lambda c: c.model != "dpnet"),
     ("lss_weight", "needs --lss", lambda c: not c.lss),
     ("smb_per_class", "needs --smb", lambda c: not c.smb),
     ("data_seed", "seeds the synthetic data, not --data", lambda c: c.data is not None),
@@ -147,7 +135,7 @@ _DEPENDENT_OPTIONS = (
 def validate(config: TrainConfig) -> TrainConfig:
     """Raise `TrainingError` naming the option at fault; return `config` unchanged when it can run."""
     for name, choices in (
-        ("model", MODELS), ("setting", SETTINGS), ("preset", PRESETS), ("precision", PRECISIONS),
+        ("model", tuple(FAMILIES)), ("setting", SETTINGS), ("preset", PRESETS), ("precision", PRECISIONS),
         ("backend", BACKENDS), ("optimizer", OPTIMIZERS),
     ):
         _check_choice(name, getattr(config, name), choices)
@@ -163,15 +151,15 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     if not 0.0 <= config.dropout < 1.0:
         raise TrainingError(f"--dropout must be in [0, 1), got {config.dropout}")
-    own, other = (DPNET_SWITCHES, EDRNET_SWITCHES) if config.model == "dpnet" else (EDRNET_SWITCHES, DPNET_SWITCHES)
-    for switch in other:
-        if getattr(config, switch):
-            raise TrainingError(f"--{switch} ({SWITCH_NAMES[switch]}) is not an option of {config.model}")
-    for switch in own:
+    family = family_of(config.model)
+    for other in FAMILIES.values():
+        for switch, what in other.switches.items():
+            if getattr(config, switch) and switch not in family.switches:
+                raise TrainingError(f"--{switch} ({what}) is not an option of {config.model}")
+    for switch in family.supervised_switches:
         if getattr(config, switch) and config.setting == "wsel":
             raise TrainingError(f"--{switch} needs segment labels: use it with --setting sel, not wsel")
-    if config.link and not config.replicate:
-        raise TrainingError("--link needs --replicate (Link connects each video with its replica)")
+    family.validate(config)
     try:
         device = torch.device(config.device)
     except RuntimeError:

@@ -1,8 +1,9 @@
 """The data of a training run: splits resident on the device, the training set as the setting wants it.
 
 * Source: `load_ave(config.data)` for real files, else `synthetic_ave(config.data_seed, ...)` in memory.
-  DPNet starts with global average pooling, so it gets pooled visual features ``[V, T, 512]`` in float32;
-  EDRNet convolves the 7x7 maps, kept in float16 storage and cast to float32 per batch (SPEC §3.4).
+  A model that starts with global average pooling (DPNet) gets pooled visual features ``[V, T, 512]`` in
+  float32; the others (EDRNet convolves the 7x7 maps) keep the maps in float16 storage, cast to float32 per
+  batch (docs/data.md#resident-dataset).
 * SEL trains on the train split; WSEL on the train split plus the background-only videos (SPEC §4.2).
 * EDRNet ``smb``: `smb_fusion` on the training labels once per run (seed derived from the run seed), the
   fused videos gathered from the training features and appended to the training set (SPEC §6.1).
@@ -24,6 +25,7 @@ from avel_fast.augment import gather_segments, smb_fusion
 from avel_fast.data import AVEData, ResidentDataset, load_ave, synthetic_ave
 from avel_fast.data.dataset import video_labels_from_segments
 from avel_fast.train.config import TrainConfig, TrainingError
+from avel_fast.train.families import family_of
 
 SMB_STREAM = 1
 """Stream of the run seed that seeds SMB fusion (`derive_seed(seed, SMB_STREAM)`)."""
@@ -90,8 +92,9 @@ class RunData:
 
 
 def load_source(config: TrainConfig) -> AVEData:
-    """The whole dataset of `config`: the AVE directory or the synthetic set, pooled for DPNet."""
-    pooled = config.model == "dpnet"
+    """The whole dataset of `config`: the AVE directory or the synthetic set, pooled when the family's model
+    starts with global average pooling (`ModelFamily.pooled_visual`)."""
+    pooled = family_of(config.model).pooled_visual
     visual_dtype = torch.float32 if pooled else torch.float16
     if config.data is not None:
         if not Path(config.data).is_dir():

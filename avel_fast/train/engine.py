@@ -1,14 +1,12 @@
-"""One training engine for DPNet and EDRNet, SEL and WSEL (SPEC §4-6, §8, §10).
+"""One training engine for every model family, SEL and WSEL (docs/training.md#engine).
 
-Per iteration: a batch of the resident training set in the order seeded by ``(seed, epoch)``; for DPNet with
-``replicate`` one replica per video from `ReplicaSampler` (seed derived from ``(seed, epoch, step)``),
-gathered on the device and interleaved with the originals, the RGCT linking each pair when ``link``
-(``group_size=2``), the loss on both; the loss is segment cross-entropy in SEL (plus ``λ₂·LSS`` on the gated
-features for EDRNet with ``lss``) and `mil_loss` on the video labels in WSEL; the learning rate of
-`CyclicCosineSchedule` (AdamW by default). After each epoch: segment metrics on validation, ``metrics.jsonl``,
-``best.pt`` when the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``.
-At the end: the best-on-validation checkpoint scored on test (EDRNet also after B2ILC), ``test_metrics.json``.
-Test never takes part in selection.
+Per iteration: a batch of the resident training set in the order seeded by ``(seed, epoch)``, the learning rate
+of `CyclicCosineSchedule` (AdamW by default), and the loss of the model's family (`ModelFamily.objective`:
+segment cross-entropy in SEL, `mil_loss` on the video labels in WSEL, plus what the family adds: DPNet's
+replicas, EDRNet's LSS). After each epoch: segment metrics on validation, ``metrics.jsonl``, ``best.pt`` when
+the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``. At the end: the
+best-on-validation checkpoint scored on test (and after the family's post-processings, e.g. EDRNet's B2ILC),
+``test_metrics.json``. Test never takes part in selection.
 
 Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
 replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
@@ -24,17 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from avel_fast import models, nn as fast_nn, reference
-from avel_fast._rng import derive_seed
-from avel_fast.augment import ReplicaSampler, gather_segments, interleave
 from avel_fast.data import ResidentDataset
 from avel_fast.metrics import SCALAR_METRICS, segment_metrics
 from avel_fast.postprocess import b2ilc
-from avel_fast.reference import mil_loss
 from avel_fast.train.config import TrainConfig, TrainingError
+from avel_fast.train.families import family_of
+from avel_fast.train.families.base import autocast
 from avel_fast.train.data import FeatureStats, RunData, load_run_data, load_split
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
@@ -52,8 +47,6 @@ from avel_fast.train.run_dir import (
 )
 from avel_fast.train.schedule import CyclicCosineSchedule
 
-REPLICA_STREAM = 2
-"""Stream of the run seed under which the replica seeds of every (epoch, step) are derived."""
 EVAL_BATCH_SIZE = 128
 
 
@@ -64,13 +57,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """DPNet or EDRNet from `avel_fast.models` (``backend="fast"``) or `avel_fast.reference`, on the device."""
-    family = models if config.backend == "fast" else reference
-    if config.model == "dpnet":
-        model = family.DPNet(dim=config.dim, dropout=config.dropout)
-    else:
-        model = family.EDRNet(dim=config.dim, visual_channels=config.visual_channels)
-    return model.to(config.device)
+    """The model of `config` on its device (`ModelFamily.build`)."""
+    return family_of(config.model).build(config)
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -94,36 +82,24 @@ def configure_precision(config: TrainConfig) -> str | None:
     return None
 
 
-def autocast(config: TrainConfig):
-    """bf16 autocast for ``precision="bf16"``; fp32 (or TF32 matmuls on CUDA) otherwise."""
-    if config.precision == "bf16":
-        return torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def forward(model: nn.Module, config: TrainConfig, audio, visual, group_size: int = 1, features: bool = False):
-    if config.model == "dpnet":
-        return model(audio, visual, group_size=group_size, return_features=features)
-    return model(audio, visual, return_features=features)
-
-
 @torch.no_grad()
-def predict(model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> torch.Tensor:
-    """Segment predictions ``[N, T]`` (argmax of the logits) of every row of `dataset`, in order."""
+def predict_scores(model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> torch.Tensor:
+    """Raw segment scores ``[N, T, C]`` (float32, before any softmax) of every row of `dataset`, in order."""
     model.eval()
-    predictions = []
+    family, scores = family_of(config.model), []
     for batch in dataset.batches(EVAL_BATCH_SIZE, shuffle=False):
         with autocast(config):
-            predictions.append(forward(model, config, batch.audio, batch.visual).argmax(dim=-1))
-    return torch.cat(predictions)
+            scores.append(family.scores(model, batch.audio, batch.visual).float())
+    return torch.cat(scores)
+
+
+def predict(model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> torch.Tensor:
+    """Segment predictions ``[N, T]`` (argmax of the scores) of every row of `dataset`, in order."""
+    return predict_scores(model, dataset, config).argmax(dim=-1)
 
 
 def scalar_metrics(metrics: dict) -> dict:
     return {name: metrics[name] for name in SCALAR_METRICS}
-
-
-def replica_seed(seed: int, epoch: int, step: int) -> int:
-    return derive_seed(derive_seed(derive_seed(seed, REPLICA_STREAM), epoch), step)
 
 
 def rng_state(device: str) -> dict:
@@ -146,41 +122,14 @@ class EpochTrainer:
         self.model, self.optimizer, self.data, self.config, self.progress = model, optimizer, data, config, progress
         self.schedule = CyclicCosineSchedule(config.epochs, config.cycle)
         self.steps = data.train.num_batches(config.batch_size)
-        self.sampler = ReplicaSampler(data.train_labels.numpy()) if config.replicate else None
-        lss_family = fast_nn if config.backend == "fast" else reference
-        self.lss = lss_family.LSSLoss() if config.lss else None
+        self.objective = family_of(config.model).objective(model, data, config)
 
     def learning_rate(self, epoch: int, step: int) -> float:
         return self.config.lr * self.schedule.multiplier(epoch, step, self.steps)
 
-    def with_replicas(self, batch, epoch: int, step: int):
-        """Originals and their replicas interleaved (``[2B, ...]``) and the RGCT link group size."""
-        train = self.data.train
-        seed = replica_seed(self.config.seed, epoch, step)
-        video_idx, segment_idx = self.sampler.sample(batch.index.cpu().numpy(), seed)
-        audio = gather_segments(train.audio, video_idx, segment_idx)
-        visual = gather_segments(train.visual, video_idx, segment_idx).to(train.compute_dtype)
-        return (
-            interleave(batch.audio, audio), interleave(batch.visual, visual), interleave(batch.labels, batch.labels),
-            interleave(batch.video_labels, batch.video_labels), 2 if self.config.link else 1,
-        )
-
-    def loss(self, audio, visual, labels, video_labels, group_size: int):
-        with autocast(self.config):
-            output = forward(self.model, self.config, audio, visual, group_size, features=self.lss is not None)
-        logits, features = output if self.lss is not None else (output, None)
-        logits = logits.float()
-        if self.config.setting == "wsel":
-            loss = mil_loss(logits, video_labels)
-        else:
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
-        if self.lss is not None:
-            loss = loss + self.config.lss_weight * self.lss(features.float(), labels)
-        return loss, logits
-
     def run(self, epoch: int) -> tuple[float, float, float]:
-        """Train one epoch; returns the mean loss, the segment accuracy of the training forward passes (originals
-        and replicas; in WSEL against the segment labels, for information only) and the last learning rate."""
+        """Train one epoch; returns the mean loss, the segment accuracy of the training forward passes (with
+        replicas; in WSEL against the segment labels, for information only) and the last learning rate."""
         self.model.train()
         total_loss, correct, segments, videos = 0.0, 0, 0, 0
         batches = self.data.train.batches(self.config.batch_size, seed=self.config.seed, epoch=epoch)
@@ -188,18 +137,14 @@ class EpochTrainer:
             lr = self.learning_rate(epoch, step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            if self.sampler is not None:
-                inputs = self.with_replicas(batch, epoch, step)
-            else:
-                inputs = (batch.audio, batch.visual, batch.labels, batch.video_labels, 1)
-            loss, logits = self.loss(*inputs)
+            output = self.objective(batch, epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            output.loss.backward()
             self.optimizer.step()
-            labels = inputs[2]
-            total_loss += loss.item() * labels.shape[0]
+            labels = output.labels
+            total_loss += output.loss.item() * labels.shape[0]
             videos += labels.shape[0]
-            correct += int((logits.argmax(dim=-1) == labels).sum())
+            correct += int((output.logits.argmax(dim=-1) == labels).sum())
             segments += labels.numel()
             self.progress.step(epoch, self.config.epochs, total_loss / videos, correct / segments)
         return total_loss / videos, correct / segments, lr
@@ -215,7 +160,7 @@ def _checkpoint_model(model: nn.Module, data: RunData, config: TrainConfig, epoc
 
 
 def test_report(model: nn.Module, test: ResidentDataset, config: TrainConfig, best: dict) -> dict:
-    """Test metrics of the best-on-validation checkpoint `best` (EDRNet: also after B2ILC)."""
+    """Test metrics of the best-on-validation checkpoint `best`, also after the family's post-processings."""
     model.load_state_dict(best["model"])
     predictions = predict(model, test, config)
     report = {
@@ -225,8 +170,8 @@ def test_report(model: nn.Module, test: ResidentDataset, config: TrainConfig, be
         "val_accuracy": best["val_accuracy"],
         "metrics": segment_metrics(predictions, test.labels),
     }
-    if config.model == "edrnet":
-        report["b2ilc"] = segment_metrics(b2ilc(predictions), test.labels)
+    for name, postprocess in family_of(config.model).postprocessings(config).items():
+        report[name] = segment_metrics(postprocess(predictions), test.labels)
     return report
 
 
@@ -238,7 +183,8 @@ def train(
     progress: TrainProgress | None = None,
     max_epochs_this_run: int | None = None,
 ) -> dict | None:
-    """Train `config` into `run_dir` (SPEC §10); returns the test report, or None when stopped early.
+    """Train `config` into `run_dir` (docs/training.md#run-directory); returns the test report, or None when
+    stopped early.
 
     `resume` continues the run in `run_dir` from its ``last.pt`` (the caller passes the run's own config,
     see `resume_config`). `max_epochs_this_run` stops after that many epochs of this call, leaving a

@@ -1,0 +1,128 @@
+"""What the engine needs to know about a model: the `ModelFamily` interface and the registry of families.
+
+A family builds its model (reference or fast backend), names the options it owns and its preset values, gives
+the training objective of a batch, the raw segment scores of a forward pass, its video-level pooling (for the
+broadcast protocol) and the post-processings reported beside the plain test metrics. The engine
+(`avel_fast.train.engine`) holds no model-specific branch: it looks the family up in `FAMILIES` by
+``config.model`` (docs/training.md#families).
+"""
+from __future__ import annotations
+
+import contextlib
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avel_fast.reference import mil_loss, mil_pool
+from avel_fast.train.errors import TrainingError
+
+if TYPE_CHECKING:
+    from avel_fast.data import Batch
+    from avel_fast.train.config import TrainConfig
+    from avel_fast.train.data import RunData
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """The loss of one training step and the segment logits and labels its accuracy is measured on."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor  # [M, T, C]
+    labels: torch.Tensor  # int64 [M, T]
+
+
+class Objective:
+    """The training loss of a batch: segment cross-entropy (SEL) or `mil_loss` on the video labels (WSEL)."""
+
+    def __init__(self, family: ModelFamily, model: nn.Module, data: RunData, config: TrainConfig) -> None:
+        self.family, self.model, self.data, self.config = family, model, data, config
+
+    def forward(self, *inputs, **options):
+        """The model's forward pass under the run's precision (`autocast`)."""
+        with autocast(self.config):
+            return self.model(*inputs, **options)
+
+    def segment_loss(self, logits: torch.Tensor, labels: torch.Tensor, video_labels: torch.Tensor) -> torch.Tensor:
+        if self.config.setting == "wsel":
+            return mil_loss(logits, video_labels)
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+    def __call__(self, batch: Batch, epoch: int, step: int) -> StepOutput:
+        with autocast(self.config):
+            logits = self.family.scores(self.model, batch.audio, batch.visual).float()
+        return StepOutput(self.segment_loss(logits, batch.labels, batch.video_labels), logits, batch.labels)
+
+
+def autocast(config: TrainConfig):
+    """bf16 autocast for ``precision="bf16"``; fp32 (or TF32 matmuls on CUDA) otherwise."""
+    if config.precision == "bf16":
+        return torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class ModelFamily:
+    """One model the engine trains (module docstring). Subclasses set the class attributes and override
+    `build_model`; the defaults fit a model called as ``model(audio, visual) -> logits [B, T, C]``."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    switches: ClassVar[dict[str, str]] = {}
+    """Boolean options only this family has: name -> what it is (refused with other models)."""
+    supervised_switches: ClassVar[tuple[str, ...]] = ()
+    """Switches that need segment labels of the training videos (refused in WSEL, turned off by its presets)."""
+    options: ClassVar[dict[str, str]] = {}
+    """Valued options this family reads: name -> what it is (an explicit value is refused with other models)."""
+    pooled_visual: ClassVar[bool] = False
+    """The model starts with global average pooling, so the run keeps pooled visual features [T, 512]."""
+    objective_class: ClassVar[type[Objective]] = Objective
+
+    def preset_values(self, preset: str, setting: str) -> dict:
+        """The family's values of `preset` on top of the shared ones (`avel_fast.train.config.PRESET_VALUES`)."""
+        return {}
+
+    def validate(self, config: TrainConfig) -> None:
+        """Raise `TrainingError` for a combination of options this family cannot run."""
+
+    def build_model(self, config: TrainConfig, fast: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def build(self, config: TrainConfig) -> nn.Module:
+        """The model of `config` on its device, from `avel_fast.models` (``backend="fast"``) or the reference."""
+        return self.build_model(config, fast=config.backend == "fast").to(config.device)
+
+    def objective(self, model: nn.Module, data: RunData, config: TrainConfig) -> Objective:
+        return self.objective_class(self, model, data, config)
+
+    def scores(self, model: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Raw segment scores ``[B, T, C]`` (before any softmax); the prediction is their argmax."""
+        return model(audio, visual)
+
+    def video_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Video-level class probabilities ``[B, C]``: the MIL pooling the weak loss uses (mean of softmax)."""
+        return mil_pool(scores.float())
+
+    def postprocessings(self, config: TrainConfig) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Post-processings of the predictions reported beside the plain metrics (name -> function)."""
+        return {}
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+"""Every registered family by its name (``avel-fast train NAME``)."""
+
+
+def register(family_class: type[ModelFamily]) -> type[ModelFamily]:
+    """Class decorator: add one instance of `family_class` to `FAMILIES`."""
+    FAMILIES[family_class.name] = family_class()
+    return family_class
+
+
+def family_of(model: str) -> ModelFamily:
+    try:
+        return FAMILIES[model]
+    except KeyError:
+        raise TrainingError(f"unknown model {model!r}: expected one of {', '.join(FAMILIES)}") from None
