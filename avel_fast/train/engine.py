@@ -1,7 +1,7 @@
 """One training engine for every model family, SEL and WSEL (docs/training.md#engine).
 
 Per iteration: a batch of the resident training set in the order seeded by ``(seed, epoch)``, the learning rate
-of `CyclicCosineSchedule` (AdamW by default), and the loss of the model's family (`ModelFamily.objective`:
+of the family's schedule (`CyclicCosineSchedule` by default; AdamW by default), and the loss of the model's family (`ModelFamily.objective`:
 segment cross-entropy in SEL, `mil_loss` on the video labels in WSEL, plus what the family adds: DPNet's
 replicas, EDRNet's LSS). After each epoch: segment metrics on validation, ``metrics.jsonl``, ``best.pt`` when
 the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``. At the end: the
@@ -45,7 +45,6 @@ from avel_fast.train.run_dir import (
     write_config,
     write_json,
 )
-from avel_fast.train.schedule import CyclicCosineSchedule
 
 EVAL_BATCH_SIZE = 128
 
@@ -120,9 +119,10 @@ class EpochTrainer:
 
     def __init__(self, model, optimizer, data: RunData, config: TrainConfig, progress: TrainProgress) -> None:
         self.model, self.optimizer, self.data, self.config, self.progress = model, optimizer, data, config, progress
-        self.schedule = CyclicCosineSchedule(config.epochs, config.cycle)
-        self.steps = data.train.num_batches(config.batch_size)
-        self.objective = family_of(config.model).objective(model, data, config)
+        family = family_of(config.model)
+        self.schedule, self.drop_last = family.schedule(config), family.drop_last
+        self.steps = data.train.num_batches(config.batch_size, drop_last=self.drop_last)
+        self.objective = family.objective(model, data, config)
 
     def learning_rate(self, epoch: int, step: int) -> float:
         return self.config.lr * self.schedule.multiplier(epoch, step, self.steps)
@@ -132,7 +132,9 @@ class EpochTrainer:
         replicas; in WSEL against the segment labels, for information only) and the last learning rate."""
         self.model.train()
         total_loss, correct, segments, videos = 0.0, 0, 0, 0
-        batches = self.data.train.batches(self.config.batch_size, seed=self.config.seed, epoch=epoch)
+        batches = self.data.train.batches(
+            self.config.batch_size, seed=self.config.seed, epoch=epoch, drop_last=self.drop_last
+        )
         for step, batch in enumerate(batches):
             lr = self.learning_rate(epoch, step)
             for group in self.optimizer.param_groups:

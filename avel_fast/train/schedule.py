@@ -40,3 +40,11 @@ class CyclicCosineSchedule:
         floor = FIRST_FLOOR if position < self.switch_epoch else SECOND_FLOOR
         phase = (position % self.cycle) / self.cycle
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * phase))
+
+
+@dataclass(frozen=True)
+class ConstantSchedule:
+    """A constant learning rate (multiplier 1): the AVE baseline and PSP recipes (docs/weak.md#recipes)."""
+
+    def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+        return 1.0

@@ -20,6 +20,7 @@ from torch import nn
 
 from avel_fast.reference import mil_loss, mil_pool
 from avel_fast.train.errors import TrainingError
+from avel_fast.train.schedule import CyclicCosineSchedule
 
 if TYPE_CHECKING:
     from avel_fast.data import Batch
@@ -80,6 +81,8 @@ class ModelFamily:
     pooled_visual: ClassVar[bool] = False
     """The model starts with global average pooling, so the run keeps pooled visual features [T, 512]."""
     objective_class: ClassVar[type[Objective]] = Objective
+    drop_last: ClassVar[bool] = False
+    """Training epochs drop the last partial batch (the public recipe of the AVE baseline and PSP)."""
 
     def preset_values(self, preset: str, setting: str) -> dict:
         """The family's values of `preset` on top of the shared ones (`avel_fast.train.config.PRESET_VALUES`)."""
@@ -94,6 +97,10 @@ class ModelFamily:
     def build(self, config: TrainConfig) -> nn.Module:
         """The model of `config` on its device, from `avel_fast.models` (``backend="fast"``) or the reference."""
         return self.build_model(config, fast=config.backend == "fast").to(config.device)
+
+    def schedule(self, config: TrainConfig):
+        """The learning-rate multiplier per iteration: DPNet's cyclic cosine schedule by default."""
+        return CyclicCosineSchedule(config.epochs, config.cycle)
 
     def objective(self, model: nn.Module, data: RunData, config: TrainConfig) -> Objective:
         return self.objective_class(self, model, data, config)
