@@ -1,7 +1,8 @@
 """One training engine for every model family, SEL and WSEL (docs/training.md#engine).
 
-Per iteration: a batch of the resident training set in the order seeded by ``(seed, epoch)``, the learning rate
-of the family's schedule (`CyclicCosineSchedule` by default; AdamW by default), and the loss of the model's family (`ModelFamily.objective`:
+Per iteration: a batch of the resident training set in the order seeded by ``(seed, epoch)``, the learning
+rate of the family's schedule (`CyclicCosineSchedule` by default), the optimizer of the config (AdamW by
+default) and the loss of the model's family (`ModelFamily.objective`:
 segment cross-entropy in SEL, `mil_loss` on the video labels in WSEL, plus what the family adds: DPNet's
 replicas, EDRNet's LSS). After each epoch: segment metrics on validation, ``metrics.jsonl``, ``best.pt`` when
 the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``. At the end: the
