@@ -92,7 +92,7 @@ def states(
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic set."),
     videos: int = typer.Option(4143, "--videos", min=3, help="Event videos of the synthetic set."),
 ) -> None:
-    """Sizes of the training split's SMB (class, state) and Replicate (class, piece) databases (docs/augmentations.md)."""
+    """Sizes of the training split's SMB and Replicate databases, per class (docs/augmentations.md)."""
     from avel_fast.augment import PIECE_TYPE_NAMES, SMB_STATE_NAMES, ReplicaSampler, smb_database_sizes
     from avel_fast.constants import CLASS_NAMES
     from avel_fast.data import AVEFormatError, AVEFormatWarning
