@@ -1,4 +1,4 @@
-"""Build script: the package layout of SPEC §2 and the native sampler `avel_fast._sampler`.
+"""Build script: the package layout (README "Tour") and the native sampler `avel_fast._sampler`.
 
 `kernels/` and `cli/` are installed as `avel_fast.kernels` and `avel_fast.cli`; the extension is plain
 pybind11 (numpy in/out, no torch ABI), so it builds with any C++17 compiler in seconds.

@@ -1,4 +1,4 @@
-"""The one place that decides which implementation a fast op runs (SPEC §9).
+"""The one place that decides which implementation a fast op runs (docs/fast-path.md#backends).
 
 * ``triton``: the fused Triton kernels of `avel_fast.kernels` (CUDA tensors; CPU tensors only under
   ``TRITON_INTERPRET=1``, which is how CI checks the kernels).

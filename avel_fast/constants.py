@@ -1,4 +1,4 @@
-"""The AVE data contract's fixed sizes and class list (SPEC §3.1)."""
+"""The AVE data contract's fixed sizes and class list (docs/data.md#contract)."""
 
 NUM_SEGMENTS = 10
 NUM_EVENT_CLASSES = 28

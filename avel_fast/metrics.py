@@ -1,4 +1,5 @@
-"""Segment-level AVEL metrics (SPEC §8; the metric suite of seed 003, "Evaluation Metrics" and Tab. 1-2).
+"""Segment-level AVEL metrics (docs/metrics.md): the metric suite of the Temporal Label-Refinement paper
+("Evaluation Metrics" and Tab. 1-2).
 
 Everything is derived from one confusion matrix built with a single ``bincount``.
 

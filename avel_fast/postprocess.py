@@ -1,4 +1,5 @@
-"""Bag-to-Instance Label Correction (B2ILC; EDRNet §"Bag to Instance Label Correction", Fig. 6; SPEC §5.2)."""
+"""Bag-to-Instance Label Correction (B2ILC; EDRNet §"Bag to Instance Label Correction", Fig. 6;
+docs/models.md#b2ilc)."""
 from __future__ import annotations
 
 import numpy as np

@@ -5,7 +5,7 @@ CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 DEVICE_NAME = torch.cuda.get_device_name() if CUDA else "cpu"
 DIM = 768 if CUDA else 256
-"""Feature width: the paper's D = 768 on CUDA, 256 on CPU (SPEC §11)."""
+"""Feature width: the paper's D = 768 on CUDA, 256 on CPU (docs/fast-path.md#speed)."""
 
 
 def synchronize() -> None:

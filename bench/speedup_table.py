@@ -1,4 +1,4 @@
-"""Print the speed-up table of a pytest-benchmark JSON file (SPEC §11).
+"""Print the speed-up table of a pytest-benchmark JSON file (docs/fast-path.md#speed).
 
 Usage: ``python bench/speedup_table.py RESULTS.json``, where the JSON comes from
 ``pytest bench --benchmark-only --benchmark-json=RESULTS.json``. Within each benchmark group the baseline is

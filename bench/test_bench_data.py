@@ -1,4 +1,5 @@
-"""Data pipeline benchmarks (SPEC §3.4, §11): load the training split and iterate one epoch of batches.
+"""Data pipeline benchmarks (docs/data.md#resident, docs/fast-path.md#speed): load the training split and iterate
+one epoch of batches.
 
 "h5-loop" is the public AVE loaders' pattern: a torch Dataset reading one video per index from the h5 files,
 batched by a DataLoader. "resident" loads the directory once with `load_ave` and draws batches from a

@@ -1,4 +1,4 @@
-"""Model benchmarks (SPEC §11): a DPNet and an EDRNet training step and a full quick-preset DPNet epoch,
+"""Model benchmarks (docs/fast-path.md#speed): a DPNet and an EDRNet training step and a full quick-preset DPNet epoch,
 `avel_fast.reference` vs the fast models (`avel_fast.models`, same parameters) vs ``torch.compile(reference)``.
 
 Steps: forward (eval, no grad) and forward+backward of the paper's SEL loss (DPNet: cross-entropy on 48 videos

@@ -1,4 +1,4 @@
-"""Benchmarks of gated fusion, TemporalConv + Swish and the LSS loss (SPEC §11): reference vs fast
+"""Benchmarks of gated fusion, TemporalConv + Swish and the LSS loss (docs/fast-path.md#speed): reference vs fast
 (`avel_fast.nn`: the Triton kernels on CUDA, the torch path on CPU) vs ``torch.compile(reference)``.
 
 Forward (no grad) and forward+backward (inputs and parameters requiring grad, as inside the models), B = 48

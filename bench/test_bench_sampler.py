@@ -1,4 +1,4 @@
-"""Sampler benchmarks (SPEC §11): SMB fusion of 28 x 250 videos and replicas for a batch of 48, native
+"""Sampler benchmarks (docs/fast-path.md#speed): SMB fusion of 28 x 250 videos and replicas for a batch of 48, native
 sampler ("cpp") vs its pure-Python twin ("python"), on the real training labels when ../shared holds them,
 else on the synthetic AVE training labels."""
 import warnings

@@ -1,1 +1,1 @@
-"""The `avel-fast` command line (SPEC §10)."""
+"""The `avel-fast` command line (docs/cli.md)."""

@@ -1,5 +1,5 @@
 """`avel-fast data synth|check|states`: write synthetic AVE in the real h5 format, validate an AVE directory
-(SPEC §10), print the augmentation databases of a training split (SPEC §6)."""
+(docs/cli.md), print the augmentation databases of a training split (docs/augmentations.md)."""
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -23,7 +23,7 @@ def synth(
     background_videos: int = typer.Option(178, "--background-videos", min=0, help="Background-only videos (AVE: 178)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT_DIR."),
 ) -> None:
-    """Write the synthetic AVE set (SPEC §3.3) in the real AVE h5 format, atomically."""
+    """Write the synthetic AVE set (docs/data.md#synthetic) in the real AVE h5 format, atomically."""
     from avel_fast.data import write_synthetic_ave
 
     console = Console(stderr=True)
@@ -47,7 +47,7 @@ def synth(
 
 
 @data_app.command("check")
-def check(directory: Path = typer.Argument(..., help="Directory in the AVE format (SPEC §3.2).")) -> None:
+def check(directory: Path = typer.Argument(..., help="Directory in the AVE format (docs/data.md#files).")) -> None:
     """Validate an AVE directory: every check as a report; exit code 1 when there are errors."""
     from avel_fast.data import validate_ave_dir
 
@@ -92,7 +92,7 @@ def states(
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic set."),
     videos: int = typer.Option(4143, "--videos", min=3, help="Event videos of the synthetic set."),
 ) -> None:
-    """Sizes of the training split's SMB (class, state) databases (SPEC §6.1) and Replicate (class, piece) ones."""
+    """Sizes of the training split's SMB and Replicate databases, per class (docs/augmentations.md)."""
     from avel_fast.augment import PIECE_TYPE_NAMES, SMB_STATE_NAMES, ReplicaSampler, smb_database_sizes
     from avel_fast.constants import CLASS_NAMES
     from avel_fast.data import AVEFormatError, AVEFormatWarning

@@ -1,4 +1,5 @@
-// Label sequences as the samplers read them (SPEC §3.1): int64 [V, T], 0..27 event classes, 28 = background.
+// Label sequences as the samplers read them (docs/data.md#contract): int64 [V, T], 0..27 event classes,
+// 28 = background.
 #pragma once
 #include <algorithm>
 #include <cstdint>

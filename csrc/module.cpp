@@ -1,6 +1,6 @@
 // pybind11 entry point of avel_fast._sampler (numpy in/out, no torch ABI): the shared generator and the two
-// segment-recombination samplers of SPEC §6. Input errors raise ValueError with the messages of the Python
-// twin, avel_fast/reference/augment.py.
+// segment-recombination samplers of docs/augmentations.md. Input errors raise ValueError with the messages of the
+// Python twin, avel_fast/reference/augment.py.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -133,10 +133,12 @@ PYBIND11_MODULE(_sampler, m) {
           "Seed of the independent stream `stream` under `seed`.");
 
     m.def("smb_fusion", &smb_fusion, py::arg("labels"), py::arg("per_class"), py::arg("seed"), py::arg("threads") = 1,
-          "SMB video fusion (SPEC §6.1): (video_idx, segment_idx, labels, states), int64 [28*per_class, T] each.");
+          "SMB video fusion (docs/augmentations.md#smb): (video_idx, segment_idx, labels, states), int64 "
+          "[28*per_class, T] each.");
     m.def("smb_database_sizes", &smb_database_sizes, py::arg("labels"),
           "Instances per (event class, SMB state), int64 [28, 8].");
-    py::class_<avel::replica::Sampler>(m, "ReplicaSampler", "Sub-event databases and replica plans (SPEC §6.2).")
+    py::class_<avel::replica::Sampler>(m, "ReplicaSampler",
+                                       "Sub-event databases and replica plans (docs/augmentations.md#replicate).")
         .def(py::init([](const py::array& labels) {
                  const Int64Array array = labels_array(labels);
                  return avel::replica::Sampler(label_view(array));

@@ -1,5 +1,6 @@
-// Replicate (DPNet §3.4, Alg. 1; SPEC §6.2): sub-event databases and replica sampling. The algorithm, step by
-// step, is written once in avel_fast/reference/augment.py (the Python twin); this file mirrors it draw for draw.
+// Replicate (DPNet §3.4, Alg. 1; docs/augmentations.md#replicate): sub-event databases and replica sampling.
+// The algorithm, step by step, is written once in avel_fast/reference/augment.py (the Python twin); this file
+// mirrors it draw for draw.
 #pragma once
 #include <array>
 #include <cstdint>

@@ -1,4 +1,4 @@
-"""Gated fusion on CUDA (DPNet eqs. 9-10, EDRNet eqs. 4-5; SPEC §4.2, §9): dense GEMMs, fused epilogues.
+"""Gated fusion on CUDA (DPNet eqs. 9-10, EDRNet eqs. 4-5; docs/fast-path.md#kernels): dense GEMMs, fused epilogues.
 
 The gate's GEMMs stay dense in cuBLAS with the weight split (``[a, v]`` is never materialised,
 `avel_fast.nn.fusion.gate_taps`); everything elementwise around them is one kernel each way:

@@ -1,4 +1,5 @@
-"""Land-Shore-Sea loss on CUDA (EDRNet eqs. 8-10; SPEC §5.1, §9): one program per video over its ``[T, D]`` tile.
+"""Land-Shore-Sea loss on CUDA (EDRNet eqs. 8-10; docs/fast-path.md#kernels): one program per video over its
+``[T, D]`` tile.
 
 Each program rebuilds the video's coefficient blocks ``H``, ``P``, ``N`` (``[T, T]``, T padded to a power of
 two >= 16; see `avel_fast.nn.lss` for their meaning) from its labels in registers: runs from a cumulative sum

@@ -1,5 +1,5 @@
-"""Fused RGCT attention in Triton (SPEC §4.1, §9): neighbourhood shifts, 6×6 attention, relation average,
-dropout and the residual add with ``Swish(x W_1ᵀ + b_1)``, forward and backward.
+"""Fused RGCT attention in Triton (DPNet eqs. 13-16; docs/fast-path.md#kernels): neighbourhood shifts, 6×6
+attention, relation average, dropout and the residual add with ``Swish(x W_1ᵀ + b_1)``, forward and backward.
 
 The dense projections stay GEMMs in PyTorch (`rgct_triton`): one of width 7·D for the six query polymorphs and
 ``W_1``, and one batched GEMM that projects the group means ``X̄`` of each source modality to the keys and
@@ -38,7 +38,7 @@ def _neighbour_rows(group, modality, time, num_groups, steps):
     """Per relation slot: the row of the projections holding its key (value: +3), and whether it exists.
 
     Node (modality m, time t) receives its own modality's forward relation (slot 2m) from t-1, backward
-    (2m+1) from t+1 and the cross relation (slot 5-m) from the other modality at t (SPEC §4.1 table).
+    (2m+1) from t+1 and the cross relation (slot 5-m) from the other modality at t (the table of docs/models.md#rgct).
     """
     slot = tl.arange(0, 8)
     forward = slot == 2 * modality

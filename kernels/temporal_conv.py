@@ -1,4 +1,4 @@
-"""TemporalConv + Swish on CUDA (DPNet eqs. 5-6; SPEC §4.2, §9): one batched GEMM and a fused epilogue.
+"""TemporalConv + Swish on CUDA (DPNet eqs. 5-6; docs/fast-path.md#kernels): one batched GEMM and a fused epilogue.
 
 Forward: the k taps of both modalities' convolutions in one `torch.bmm` (cuBLAS), ``Y_m = x_m [W_m,0; …]ᵀ``
 (`avel_fast.nn.dpnet.modality_operands`), then one kernel sums the shifted taps, adds the bias, applies SiLU

@@ -1,4 +1,4 @@
-"""Run Triton checks through Triton's CPU interpreter in a fresh Python process (SPEC §9).
+"""Run Triton checks through Triton's CPU interpreter in a fresh Python process (docs/fast-path.md#env).
 
 ``TRITON_INTERPRET=1`` only takes effect if it is set before `triton` is imported, so each check runs in a
 subprocess with ``TRITON_INTERPRET=1`` and ``AVEL_FAST_BACKEND=triton``: there `avel_fast.nn` dispatches CPU

@@ -1,4 +1,4 @@
-"""Gathering fused/replica features from sampler indices, and the Link layout (SPEC §6, DPNet §3.4)."""
+"""Gathering fused/replica features from sampler indices, and the Link layout (docs/augmentations.md, DPNet §3.4)."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Replicate (SPEC §6.2, DPNet Alg. 1): native == Python twin, decomposition by hand, replica invariants, bad inputs."""
+"""Replicate (docs/augmentations.md#replicate, DPNet Alg. 1): native == Python twin, decomposition by hand,
+replica invariants, bad inputs."""
 import numpy as np
 import pytest
 import torch

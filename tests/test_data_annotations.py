@@ -1,4 +1,4 @@
-"""Labels rebuilt from the real `Annotations.txt` agree with the released h5 label files (SPEC §3.2)."""
+"""Labels rebuilt from the real `Annotations.txt` agree with the released h5 label files (docs/data.md#files)."""
 import h5py
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""`AVEData` (SPEC §3.1): shape contract, split subsets, background concatenation, pooling."""
+"""`AVEData` (docs/data.md#contract): shape contract, split subsets, background concatenation, pooling."""
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
-"""Writer -> loader round trips, `avel-fast data synth|check`, and one test per kind of bad AVE input (SPEC §3.2)."""
+"""Writer -> loader round trips, `avel-fast data synth|check`, and one test per kind of bad AVE input
+(docs/data.md#validation)."""
 import shutil
 
 import h5py

@@ -1,4 +1,5 @@
-"""Resident dataset (SPEC §3.4): epochs cover every row once, seeded shuffles, the pooled cache, fp16 storage."""
+"""Resident dataset (docs/data.md#resident): epochs cover every row once, seeded shuffles, the pooled cache, fp16
+storage."""
 import pytest
 import torch
 

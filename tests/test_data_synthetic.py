@@ -1,4 +1,5 @@
-"""Synthetic AVE (SPEC §3.3): exact label statistics, AVEL semantics, determinism, chunking, audio statistics."""
+"""Synthetic AVE (docs/data.md#synthetic): exact label statistics, AVEL semantics, determinism, chunking, audio
+statistics."""
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ from avel_fast.data.synthetic import (
     synthetic_feature_chunks,
 )
 
-# SPEC §3.3's histogram has 4142 events; scaled to 4143 videos the largest remainder goes to length 10.
+# The AVE event-length histogram has 4142 events; scaled to 4143 videos the largest remainder goes to length 10.
 FULL_SIZE_LENGTHS = {2: 214, 3: 220, 4: 217, 5: 196, 6: 200, 7: 139, 8: 111, 9: 95, 10: 2751}
 
 

@@ -1,4 +1,5 @@
-"""segment_metrics (SPEC §8) against hand-computed cases, an independent per-class oracle and the real AVE files."""
+"""segment_metrics (docs/metrics.md) against hand-computed cases, an independent per-class oracle and the real AVE
+files."""
 import math
 
 import numpy as np

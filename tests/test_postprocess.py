@@ -1,4 +1,4 @@
-"""b2ilc (EDRNet B2ILC, SPEC §5.2): hand-made bags, a per-video loop oracle, types and bad input."""
+"""b2ilc (EDRNet B2ILC, docs/models.md#b2ilc): hand-made bags, a per-video loop oracle, types and bad input."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Reference Land-Shore-Sea loss on hand-built label patterns with hand-computed values (SPEC §5.1)."""
+"""Reference Land-Shore-Sea loss on hand-built label patterns with hand-computed values (docs/models.md#lss)."""
 import pytest
 import torch
 

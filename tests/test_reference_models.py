@@ -29,7 +29,7 @@ def conv_params(fan_in, fan_out, kernel):
 
 
 def test_paper_parameter_counts():
-    """Counted by hand from the layer shapes of SPEC §4.1-4.3 (d = 768, audio 128, visual 512, 29 classes)."""
+    """Counted by hand from the layer shapes of docs/models.md (d = 768, audio 128, visual 512, 29 classes)."""
     d, audio, visual, classes = 768, 128, 512, 29
 
     def rgct(fan_in):  # q, k, v (6 relations each), w1, w2

@@ -1,4 +1,5 @@
-"""Reference RGCT against hand-derived neighbourhoods (SPEC §4.1 table) and a per-node re-derivation of eqs. 13-16."""
+"""Reference RGCT against hand-derived neighbourhoods (the table of docs/models.md#rgct) and a per-node re-derivation
+of eqs. 13-16."""
 import math
 
 import pytest
@@ -19,7 +20,8 @@ def coded_input(batch: int, segments: int, dim: int = 2) -> torch.Tensor:
 
 
 def source_node(node_m: int, t: int, relation: str, segments: int) -> tuple[int, int] | None:
-    """The SPEC §4.1 table: (modality, time) whose group mean feeds `relation` at node (node_m, t), or None."""
+    """The table of docs/models.md#rgct: (modality, time) whose group mean feeds `relation` at node (node_m, t), or
+    None."""
     source = {
         (A, "Af"): (A, t - 1), (A, "Ab"): (A, t + 1), (A, "VA"): (V, t),
         (V, "Vf"): (V, t - 1), (V, "Vb"): (V, t + 1), (V, "AV"): (A, t),
@@ -103,7 +105,7 @@ def test_module_reads_relation_rows_in_order(relation, group_size):
 
 
 def test_matches_per_node_loop():
-    """Eqs. 12-16 re-derived node by node with the SPEC table, random weights, non-uniform attention."""
+    """Eqs. 12-16 re-derived node by node with that table, random weights, non-uniform attention."""
     torch.manual_seed(0)
     batch, segments, in_dim, out_dim, group_size = 4, 3, 5, 4, 2
     rgct = RGCT(in_dim, out_dim).double().eval()

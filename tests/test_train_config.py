@@ -1,4 +1,4 @@
-"""Presets, explicit overrides and refused combinations of the training config (SPEC §4, §10)."""
+"""Presets, explicit overrides and refused combinations of the training config (docs/training.md#presets)."""
 import json
 
 import pytest

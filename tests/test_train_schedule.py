@@ -1,4 +1,5 @@
-"""The DPNet learning-rate schedule (SPEC §4.2): cosine cycles with warm restarts, floors 0.1 then 0.01."""
+"""The DPNet learning-rate schedule (docs/training.md#schedule): cosine cycles with warm restarts, floors 0.1 then
+0.01."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Segment-recombination augmentations (SPEC §6): SMB video fusion (EDRNet) and Replicate (DPNet).
+"""Segment-recombination augmentations (docs/augmentations.md): SMB video fusion (EDRNet) and Replicate (DPNet).
 
 The samplers work on label sequences and return indices; `gather_segments` builds the features on their
 device with one gather, `interleave` lays originals next to their replicas for Link. ``backend="cpp"`` is

@@ -1,4 +1,4 @@
-"""Build fused or replica features on the features' device from sampler indices (SPEC §6: one gather)."""
+"""Build fused or replica features on the features' device from sampler indices (docs/augmentations.md: one gather)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Replicate (DPNet §3.4 and Alg. 1; SPEC §6.2): replicas with exactly the labels of their originals.
+"""Replicate (DPNet §3.4 and Alg. 1; docs/augmentations.md#replicate): replicas with exactly the labels of their
+originals.
 
 The algorithm is written out step by step in `avel_fast.reference.augment` (the pure-Python twin); the
 native `avel_fast._sampler.ReplicaSampler` mirrors it draw for draw.

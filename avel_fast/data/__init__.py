@@ -1,4 +1,4 @@
-"""The AVE data layer (SPEC §3): readers and validation of the real files, synthetic AVE, resident batches."""
+"""The AVE data layer (docs/data.md): readers and validation of the real files, synthetic AVE, resident batches."""
 from avel_fast.data.annotations import read_annotations, read_split
 from avel_fast.data.dataset import AVEData, pool_visual
 from avel_fast.data.errors import AVEFormatError, AVEFormatWarning

@@ -1,4 +1,4 @@
-"""Readers of the AVE annotation text file and split files (SPEC §3.2).
+"""Readers of the AVE annotation text file and split files (docs/data.md#files).
 
 `Annotations.txt` has one line ``Category&YouTubeID&Quality&StartTime&EndTime`` per video (an optional header
 line is skipped). The event occupies the one-second segments ``[StartTime, EndTime)``; every other segment is

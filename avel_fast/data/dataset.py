@@ -1,4 +1,4 @@
-"""`AVEData`: one AVE-format dataset held as CPU tensors in the contract of SPEC §3.1."""
+"""`AVEData`: one AVE-format dataset held as CPU tensors in the contract of docs/data.md#contract."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -11,7 +11,8 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 def pool_visual(visual: torch.Tensor) -> torch.Tensor:
-    """Global average pooling of channels-last maps [..., 7, 7, 512] -> [..., 512] in float32 (SPEC §3.4)."""
+    """Global average pooling of channels-last maps [..., 7, 7, 512] -> [..., 512] in float32
+    (docs/data.md#resident)."""
     return visual.float().mean(dim=(-3, -2))
 
 
@@ -26,7 +27,7 @@ def video_labels_from_segments(labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class AVEData:
-    """Features and labels of V videos (SPEC §3.1), all CPU tensors.
+    """Features and labels of V videos (docs/data.md#contract), all CPU tensors.
 
     `visual` is [V, T, 7, 7, 512] (float32, or float16 storage) or, for models that start with global average
     pooling, the pooled [V, T, 512]. `splits` maps "train"/"val"/"test" to int64 row indices (empty for a

@@ -1,11 +1,12 @@
-"""Errors and warnings of the AVE data layer (SPEC §3.2): each names the file, the dataset and what is wrong."""
+"""Errors and warnings of the AVE data layer (docs/data.md#validation): each names the file, the dataset and what
+is wrong."""
 from __future__ import annotations
 
 from pathlib import Path
 
 
 class AVEFormatError(ValueError):
-    """A file of an AVE directory is missing or does not follow the format of SPEC §3.2.
+    """A file of an AVE directory is missing or does not follow the format of docs/data.md#files.
 
     ``file`` is the path, ``dataset`` the h5 dataset (or ``"line N"`` of a text file, ``""`` for the whole file),
     ``problem`` what is wrong. ``str()`` reads ``"<file> [<dataset>]: <problem>"``.

@@ -1,4 +1,4 @@
-"""Loader and validator of a directory in the real AVE format (SPEC §3.2).
+"""Loader and validator of a directory in the real AVE format (docs/data.md#validation).
 
 One code path serves both: `load_ave` stops at the first problem (`AVEFormatError`), `validate_ave_dir` runs
 every check it can and returns a `ValidationReport` (what `avel-fast data check` prints).
@@ -408,7 +408,7 @@ def load_ave(
     pooled_visual: bool = False,
     visual_dtype: torch.dtype = torch.float32,
 ) -> AVEData:
-    """Load and validate an AVE directory (SPEC §3.2); raises `AVEFormatError` on the first problem.
+    """Load and validate an AVE directory (docs/data.md#validation); raises `AVEFormatError` on the first problem.
 
     `setting="wsel"` also loads the background-only videos into `.background`. `corrected_labels=True` takes the
     segment labels from `right_labels.h5` (or `right_label.h5`) for every video. `pooled_visual=True` returns

@@ -1,4 +1,4 @@
-"""Resident dataset (SPEC §3.4): a whole split on the training device, batches drawn with `index_select`.
+"""Resident dataset (docs/data.md#resident): a whole split on the training device, batches drawn with `index_select`.
 
 No per-sample Python and no DataLoader workers: an epoch is one seeded permutation and one `index_select` per
 tensor and batch. Models that start with global average pooling read `pooled_visual`, computed once and cached;

@@ -1,4 +1,4 @@
-"""Synthetic AVE: the built-in default dataset, AVE-shaped and with AVEL semantics (SPEC §3.3).
+"""Synthetic AVE: the built-in default dataset, AVE-shaped and with AVEL semantics (docs/data.md#synthetic).
 
 Labels follow the real AVE statistics exactly (figures, not files): the per-class video counts, the event
 length histogram and the 3339/402/402 split, each scaled to `num_videos` by the largest-remainder rule (ties

@@ -1,4 +1,4 @@
-"""Writers of the real AVE h5 format (SPEC §3.2), atomic: a directory appears complete or not at all.
+"""Writers of the real AVE h5 format (docs/data.md#files), atomic: a directory appears complete or not at all.
 
 Files written: `audio_feature.h5`, `visual_feature.h5` (float32, or float16 when the maps are stored so),
 `labels.h5` (one-hot float32 [V, 10, 29]), `mil_labels.h5`, the three `*_order.h5`, the `*_noisy.h5` trio

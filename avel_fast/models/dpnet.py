@@ -1,4 +1,4 @@
-"""DPNet built from the fast modules (SPEC §4.2)."""
+"""DPNet built from the fast modules (docs/models.md#dpnet)."""
 from __future__ import annotations
 
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, VISUAL_SHAPE

@@ -1,4 +1,4 @@
-"""EDRNet built from the fast modules (SPEC §4.3)."""
+"""EDRNet built from the fast modules (docs/models.md#edrnet)."""
 from __future__ import annotations
 
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE

@@ -1,4 +1,4 @@
-"""Fast drop-in modules: the constructors, parameters and `state_dict` of `avel_fast.reference` (SPEC §4-5, §9).
+"""Fast drop-in modules: the constructors, parameters and `state_dict` of `avel_fast.reference` (docs/fast-path.md).
 
 `patch(model)` / `unpatch(model)` swap the reference modules of any model for these and back, in place.
 """

@@ -1,4 +1,5 @@
-"""Fast DPNet blocks (SPEC §4.2, §9): TemporalConv + Swish as one batched GEMM, DPBlock of fast parts.
+"""Fast DPNet blocks (DPNet eqs. 5-7; docs/fast-path.md#kernels): TemporalConv + Swish as one batched GEMM,
+DPBlock of fast parts.
 
 A length-preserving Conv1d of odd kernel k (padding ``p = k // 2``) over time,
 ``z[t] = b + Σ_j W_j x[t + j − p]``, is one GEMM that puts the k taps side by side,
@@ -139,9 +140,9 @@ class TemporalConvSwish(torch.autograd.Function):
 class TemporalConv(reference.TemporalConv):
     """Drop-in `avel_fast.reference.TemporalConv`: same constructor, parameters and outputs.
 
-    Backend (SPEC §9): the fused Triton kernels on CUDA, `TemporalConvSwish` on CPU, the reference with
-    ``AVEL_FAST_BACKEND=reference``. Under autocast the GEMM and the output are in the autocast dtype, as the
-    reference's `nn.Conv1d` gives.
+    Backend (docs/fast-path.md#backends): the fused Triton kernels on CUDA, `TemporalConvSwish` on CPU, the
+    reference with ``AVEL_FAST_BACKEND=reference``. Under autocast the GEMM and the output are in the autocast
+    dtype, as the reference's `nn.Conv1d` gives.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Fast gated fusion (DPNet eqs. 9-10, EDRNet eqs. 4-5; SPEC §4.2, §9) with the gate weight split.
+"""Fast gated fusion (DPNet eqs. 9-10, EDRNet eqs. 4-5; docs/fast-path.md#kernels) with the gate weight split.
 
 ``z = Conv1d_k([a, v])`` with ``W = [W_a, W_v]`` (``gate.weight[:, :D]`` and ``[:, D:]``) is
 ``Conv1d_k(a; W_a) + Conv1d_k(v; W_v)``: two GEMMs accumulating into one output, so ``[a, v]`` is never
@@ -93,9 +93,10 @@ class GatedFusionFunction(torch.autograd.Function):
 class GatedFusion(reference.GatedFusion):
     """Drop-in `avel_fast.reference.GatedFusion`: same constructor, parameters and outputs.
 
-    Backend (SPEC §9): the Triton epilogue kernels on CUDA, `GatedFusionFunction` on CPU, the reference with
-    ``AVEL_FAST_BACKEND=reference``. Under autocast the GEMMs and the gate are in the autocast dtype (as the
-    reference's `nn.Conv1d`), the output in the promotion of that and the inputs' dtype (as the reference's).
+    Backend (docs/fast-path.md#backends): the Triton epilogue kernels on CUDA, `GatedFusionFunction` on CPU, the
+    reference with ``AVEL_FAST_BACKEND=reference``. Under autocast the GEMMs and the gate are in the autocast
+    dtype (as the reference's `nn.Conv1d`), the output in the promotion of that and the inputs' dtype (as the
+    reference's).
     """
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

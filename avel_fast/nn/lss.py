@@ -1,4 +1,4 @@
-"""Fast Land-Shore-Sea loss (EDRNet eqs. 8-10; SPEC §5.1, §9): no Python loop over videos or patches.
+"""Fast Land-Shore-Sea loss (EDRNet eqs. 8-10; docs/models.md#lss): no Python loop over videos or patches.
 
 Every distance of the loss is the norm of a fixed linear combination of a video's segment features ``F``
 ``[T, D]``, and the combinations depend only on which segments are foreground. So the labels become three
@@ -12,8 +12,8 @@ blocks of coefficient rows per video (`lss_coefficients`, row ``r`` belongs to s
 
 and ``loss = mean_b [Σ_H w_r ‖(H F)_r‖ + Σ_P w_r · relu(‖(P F)_r‖ − ‖(N F)_r‖ + margin)]`` with
 ``w = 1/#lands`` on land rows, ``1/#seas`` on sea rows, ``1/#shores`` on shore rows (a video with nothing to
-average gets 0, SPEC §5.1). The ``torch`` backend (`LandShoreSea`) computes all rows of the batch as one batched
-product; the Triton kernel of `avel_fast.kernels.lss` builds the same rows inside one program per video.
+average gets 0, docs/models.md#lss). The ``torch`` backend (`LandShoreSea`) computes all rows of the batch as one
+batched product; the Triton kernel of `avel_fast.kernels.lss` builds the same rows inside one program per video.
 
 Gradient of a norm at 0: 0 on every backend, as `torch.linalg.vector_norm`'s backward (the reference) gives.
 """
@@ -158,9 +158,9 @@ def lss_torch(features: torch.Tensor, labels: torch.Tensor, margin: float) -> to
 class LSSLoss(reference.LSSLoss):
     """Drop-in `avel_fast.reference.LSSLoss` (same constructor and value), vectorised over the batch.
 
-    Backend (SPEC §9, `avel_fast.backend.select_backend`): the Triton kernel on CUDA, the batched PyTorch path
-    on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. Under `torch.compile` the input check
-    (the reference's, it reads the label range) breaks the graph; the rest traces.
+    Backend (docs/fast-path.md#backends, `avel_fast.backend.select_backend`): the Triton kernel on CUDA, the
+    batched PyTorch path on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. Under `torch.compile`
+    the input check (the reference's, it reads the label range) breaks the graph; the rest traces.
     """
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""User-facing RGCT (SPEC §4.1, §9): the reference's parameters and `state_dict`, computed with exact shortcuts.
+"""User-facing RGCT (DPNet eqs. 12-21; docs/fast-path.md#kernels): the reference's parameters and `state_dict`,
+computed with exact shortcuts.
 
 The reference builds the neighbourhood table ``NA [B, 2, T, 6, D_in]`` and projects all six relations for
-every node (cost per node ≈ 20·D·D_in). Three identities of SPEC §4.1 make that unnecessary:
+every node (cost per node ≈ 20·D·D_in). Three exact identities make that unnecessary:
 
 * a relation with no incoming edge has ``NA_r = 0``, so its key/value is the bias ``b_{k,v}[r]``; the scores
   of the six queries against the six key biases, ``Q_q·b_k[r] = x·(W_q[q]ᵀ b_k[r]) + b_q[q]·b_k[r]``, are 36
@@ -50,7 +51,7 @@ def from_node_order(tensor: torch.Tensor, group_size: int) -> torch.Tensor:
 def relation_sources(means: torch.Tensor) -> torch.Tensor:
     """``[2, B/G, T, D_in] -> [6, B/G, T, D_in]``: the neighbourhood ``X̄_r`` of relation r seen from its
     receiving node at (group, time): audio/visual at t-1 (Af, Vf), at t+1 (Ab, Vb), audio (AV), visual (VA);
-    0 where time runs out (SPEC §4.1 table)."""
+    0 where time runs out (the table of docs/models.md#rgct)."""
     sources = means.new_empty(NUM_RELATIONS, *means.shape[1:])
     temporal = sources[:4].unflatten(0, (2, 2))  # [modality, (forward, backward), B/G, T, D_in]
     temporal[:, 0, :, 1:] = means[:, :, :-1]
@@ -248,8 +249,8 @@ def rgct_torch(module: reference.RGCT, x: torch.Tensor, group_size: int) -> torc
 class RGCT(reference.RGCT):
     """Drop-in `avel_fast.reference.RGCT`: same constructor, parameters and outputs; adds no parameters.
 
-    `forward` dispatches through `avel_fast.backend.select_backend` (SPEC §9): ``triton`` runs the fused
-    attention kernels of `avel_fast.kernels.rgct`, ``torch`` the `FusedRGCT` function above, ``reference`` the
+    `forward` dispatches through `avel_fast.backend.select_backend` (docs/fast-path.md#backends): ``triton`` runs
+    the fused attention kernels of `avel_fast.kernels.rgct`, ``torch`` the `FusedRGCT` function above, ``reference`` the
     literal formulation. The torch path draws its dropout mask as the reference does (one ``[B, 2, T, D]``
     draw from the same generator), so both agree mask for mask under one seed; the Triton path draws its mask
     inside the kernel (same distribution, different masks). Under `torch.compile` the torch path is traced

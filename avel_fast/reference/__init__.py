@@ -1,4 +1,4 @@
-"""Paper-faithful reference implementations in plain PyTorch (SPEC §4-5): readable, each citing its equations.
+"""Paper-faithful reference implementations in plain PyTorch (docs/models.md): readable, each citing its equations.
 
 These are the ground truth the fast modules of `avel_fast.nn` / `avel_fast.models` are tested against.
 """

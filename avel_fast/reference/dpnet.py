@@ -1,4 +1,4 @@
-"""Dual Perspective Network: TemporalConv, DPBlock and DPNet (DPNet §3.2, eqs. 5-11; SPEC §4.2)."""
+"""Dual Perspective Network: TemporalConv, DPBlock and DPNet (DPNet §3.2, eqs. 5-11; docs/models.md#dpnet)."""
 from __future__ import annotations
 
 import torch
@@ -73,7 +73,8 @@ def check_audio(audio: torch.Tensor, visual: torch.Tensor, audio_dim: int) -> No
 
 
 class DPNet(nn.Module):
-    """Dual Perspective Network (DPNet §3.2, Fig. 2; SPEC §4.2), default arguments = the paper configuration.
+    """Dual Perspective Network (DPNet §3.2, Fig. 2; docs/models.md#dpnet), default arguments = the paper
+    configuration.
 
     Visual maps are globally average pooled, audio is projected to the visual width (``audio_proj``, W_a),
     ``blocks`` DPBlocks (the first `visual_dim -> dim`) refine the ``[B, 2, T, ·]`` node features, the gate

@@ -1,4 +1,4 @@
-"""Event Decomposition Recomposition Network (EDRNet eqs. 1-7 and supplement; SPEC §4.3)."""
+"""Event Decomposition Recomposition Network (EDRNet eqs. 1-7 and supplement; docs/models.md#edrnet)."""
 from __future__ import annotations
 
 import torch
@@ -25,7 +25,7 @@ def sinusoidal_positional_encoding(num_segments: int, dim: int) -> torch.Tensor:
 
 
 class EDRNet(nn.Module):
-    """EDRNet (SPEC §4.3), default arguments = the paper configuration (k = 3, L = 4, d = 768).
+    """EDRNet (docs/models.md#edrnet), default arguments = the paper configuration (k = 3, L = 4, d = 768).
 
     * Visual: ``visual_conv`` (3×3 `Conv2d` + ReLU on the channels-last 7×7 maps) then global average pooling;
       `visual_channels` (default `visual_dim`, the paper) can shrink that costly convolution.

@@ -1,4 +1,4 @@
-"""Gated audio-visual fusion (DPNet eqs. 9-10, EDRNet eqs. 4-5; SPEC §4.2)."""
+"""Gated audio-visual fusion (DPNet eqs. 9-10, EDRNet eqs. 4-5; docs/models.md#gated-fusion)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Land-Shore-Sea loss, written the straightforward way (EDRNet eqs. 8-10; SPEC §5.1)."""
+"""Land-Shore-Sea loss, written the straightforward way (EDRNet eqs. 8-10; docs/models.md#lss)."""
 from __future__ import annotations
 
 import torch
@@ -40,7 +40,7 @@ def check_lss_input(features: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 class LSSLoss(nn.Module):
-    """Land-Shore-Sea loss: ``mean over videos of L_land + L_sea + L_shore`` (EDRNet eqs. 8-10, SPEC §5.1).
+    """Land-Shore-Sea loss: ``mean over videos of L_land + L_sea + L_shore`` (EDRNet eqs. 8-10, docs/models.md#lss).
 
     FG = any event class (label != 28). Per video, lands/seas are the maximal FG/BG runs; a run of length
     ``n >= 2`` counts with halves = its first and last ``n // 2`` segments (the middle one left out when n is

@@ -1,4 +1,4 @@
-"""Multi-instance learning pooling and loss for weak supervision (EDRNet eq. 7, DPNet §3.2; SPEC §4.2)."""
+"""Multi-instance learning pooling and loss for weak supervision (EDRNet eq. 7, DPNet §3.2; docs/models.md#mil)."""
 from __future__ import annotations
 
 import torch
@@ -16,7 +16,7 @@ def mil_loss(logits: torch.Tensor, video_labels: torch.Tensor, eps: float = 1e-8
 
     ``-Σ_c y_c/Σy · log(max(p_c, eps))``: the pooled probability is clamped at `eps` so a confidently wrong
     prediction gives a large finite loss instead of ``inf``. `video_labels` ``[B, C]`` must be non-negative with
-    a positive sum in every row (a background-only video has its background column set, SPEC §3.1).
+    a positive sum in every row (a background-only video has its background column set, docs/data.md#contract).
     """
     pooled = mil_pool(logits)
     if video_labels.shape != pooled.shape:

@@ -1,4 +1,4 @@
-"""Relational Graph Convolutional Transformer, the literal formulation (DPNet eqs. 1-4, 12-21; SPEC §4.1)."""
+"""Relational Graph Convolutional Transformer, the literal formulation (DPNet eqs. 1-4, 12-21; docs/models.md#rgct)."""
 from __future__ import annotations
 
 import math
@@ -43,7 +43,7 @@ def from_next(sequence: torch.Tensor) -> torch.Tensor:
 def neighborhood_aggregation(x: torch.Tensor, group_size: int = 1) -> torch.Tensor:
     """NA ``[B, 2, T, 6, D_in]``: per node and relation, the mean over its incoming edges (eq. 12), 0 if none.
 
-    Row by row the table of SPEC §4.1: an audio node (A, t) receives Af from A_{t-1}, Ab from A_{t+1} and VA
+    Row by row the table of docs/models.md#rgct: an audio node (A, t) receives Af from A_{t-1}, Ab from A_{t+1} and VA
     from V_t; a visual node (V, t) receives Vf from V_{t-1}, Vb from V_{t+1} and AV from A_t; with linkage
     every edge comes from the same position in all G videos of the group, so its mean is X̄.
     """
@@ -56,7 +56,7 @@ def neighborhood_aggregation(x: torch.Tensor, group_size: int = 1) -> torch.Tens
 
 
 class RGCT(nn.Module):
-    """Relational Graph Convolutional Transformer (DPNet §3.3, eqs. 12-16; SPEC §4.1).
+    """Relational Graph Convolutional Transformer (DPNet §3.3, eqs. 12-16; docs/models.md#rgct).
 
     Every node (audio or visual, each time step) has all six relational polymorphs ``Q_r = x W_q[r]ᵀ + b_q[r]``
     and attends across the six relation-wise neighbourhood aggregations ``K_r/V_r = NA_r W_{k,v}[r]ᵀ + b[r]``

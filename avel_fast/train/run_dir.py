@@ -1,4 +1,4 @@
-"""The run directory of SPEC §10 and its atomic writes.
+"""The run directory (docs/training.md#run-directory) and its atomic writes.
 
 ``config.json`` (the resolved config, versions), ``metrics.jsonl`` (one line per epoch), ``best.pt`` /
 ``last.pt`` (checkpoints of plain tensors and containers, loadable with ``torch.load(weights_only=True)``)

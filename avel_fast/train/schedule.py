@@ -1,4 +1,4 @@
-"""The DPNet learning-rate schedule (DPNet §4 "Implementation Details"; SPEC §4.2), per iteration.
+"""The DPNet learning-rate schedule (DPNet §4 "Implementation Details"; docs/training.md#schedule), per iteration.
 
 Cosine annealing with warm restarts every `cycle` epochs: within each cycle the multiplier of the base
 learning rate falls from 1 to a floor along half a cosine, then restarts at 1. The floor is 0.1 until the
@@ -44,7 +44,7 @@ class CyclicCosineSchedule:
 
 @dataclass(frozen=True)
 class ConstantSchedule:
-    """A constant learning rate (multiplier 1): the AVE baseline and PSP recipes (docs/weak.md#recipes)."""
+    """A constant learning rate (multiplier 1): the AVE baseline and PSP recipes (docs/weak.md)."""
 
     def multiplier(self, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
         return 1.0

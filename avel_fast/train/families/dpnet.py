@@ -1,4 +1,4 @@
-"""DPNet as a family of the engine: Replicate and Link in SEL (docs/training.md#dpnet, DPNet §3.4)."""
+"""DPNet as a family of the engine: Replicate and Link in SEL (docs/training.md#augmentations, DPNet §3.4)."""
 from __future__ import annotations
 
 from avel_fast import models, reference

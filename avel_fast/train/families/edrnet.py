@@ -1,4 +1,4 @@
-"""EDRNet as a family of the engine: the Land-Shore-Sea loss, SMB fusion and B2ILC (docs/training.md#edrnet)."""
+"""EDRNet as a family of the engine: the Land-Shore-Sea loss, SMB fusion and B2ILC (docs/training.md#augmentations)."""
 from __future__ import annotations
 
 from avel_fast import models, nn as fast_nn, reference
