@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel_fast.constants import AUDIO_DIM, BACKGROUND, NUM_CLASSES, VISUAL_SHAPE
-from avel_fast.reference.ave import CLASSIFIER_HIDDEN, HIDDEN, AudioGuidedAttention, bidirectional_lstm
+from avel_fast.reference.ave import (
+    CLASSIFIER_HIDDEN,
+    HIDDEN,
+    AudioGuidedAttention,
+    bidirectional_lstm,
+    check_attention_input,
+)
 
 SETTINGS = ("sel", "wsel")
 THRESHOLDS = {"sel": 0.099, "wsel": 0.095}
@@ -133,7 +139,7 @@ class PSPNet(nn.Module):
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
-        self.setting = setting
+        self.setting, self.audio_dim, self.visual_dim = setting, audio_dim, visual_dim
         self.threshold = THRESHOLDS[setting] if threshold is None else float(threshold)
         fully = setting == "sel"
         if fully:
@@ -154,6 +160,7 @@ class PSPNet(nn.Module):
 
     def segment_features(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-segment part: audio-side and visual-side inputs of the LSTMs, each ``[B, T, 128]``."""
+        check_attention_input(audio, visual, self.audio_dim, self.visual_dim)
         if self.setting == "sel":
             audio = self.fa(audio)
             return audio, self.fv(self.attention(audio, visual))
@@ -164,7 +171,9 @@ class PSPNet(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """LSTMs, PSP and the head from `segment_features`: the output of `forward`."""
         if audio.shape[:2] != visual.shape[:2]:
-            raise ValueError(f"audio and visual disagree on [B, T]: {list(audio.shape[:2])} vs {list(visual.shape[:2])}")
+            raise ValueError(
+                f"audio and visual disagree on [B, T]: {list(audio.shape[:2])} vs {list(visual.shape[:2])}"
+            )
         fusion, visual_psp, audio_psp = self.psp(*self.lstm_a_v(audio, visual), self.threshold)
         scores = self.L2(F.relu(self.L1(fusion)))
         if self.setting == "sel":
