@@ -1,4 +1,4 @@
-"""Audio-guided attention epilogue in Triton (label-refinement paper eq. 1; `docs/fast-path.md#audio-guided-attention`).
+"""Audio-guided attention epilogue in Triton (label-refinement paper eq. 1; `docs/fast-path.md#kernels`).
 
 The GEMMs stay in cuBLAS (`avel_fast.reference.ave.attention_operands`); one program per segment then does
 everything after them in registers:

@@ -133,6 +133,26 @@ def test_fast_ave_returns_the_attention_with_its_gradient(torch_backend):
     assert_close_all(results[0], results[1], ["scores", "attention", "visual.grad"])
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_torch_path_under_bf16_autocast_tracks_the_reference(torch_backend, name):
+    """The epilogue runs in the GEMMs' autocast dtype, as the reference's bmm: outputs and gradients within a few
+    percent of their scale (bf16 keeps 8 bits of mantissa)."""
+    fast, ref = twin_models(name)
+    fast.eval(), ref.eval()
+    audio, visual = torch.randn(2, 4, 128), torch.randn(2, 4, 7, 7, 512)
+    results = []
+    for model in (fast, ref):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(run_model(model, audio, visual))
+    (fast_outputs, *fast_grads), (ref_outputs, *ref_grads) = results
+    for got, want in zip(fast_outputs, ref_outputs):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got.float(), want.float(), rtol=0, atol=0.03 * want.abs().max().item())
+    for got, want in zip([*fast_grads[:2], *fast_grads[2].values()], [*ref_grads[:2], *ref_grads[2].values()]):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0.05 * want.abs().max().item())
+
+
 def test_patch_swaps_the_psp_attention_and_back():
     model = reference.PSPNet("wsel")
     assert type(patch(model).attention) is AudioGuidedAttention

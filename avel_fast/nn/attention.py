@@ -1,4 +1,4 @@
-"""Fast audio-guided visual attention (label-refinement paper eq. 1; `docs/fast-path.md#audio-guided-attention`).
+"""Fast audio-guided visual attention (label-refinement paper eq. 1; `docs/fast-path.md#kernels`).
 
 The GEMMs stay dense (``affine_video``, ``affine_v`` on the 49 locations, ``affine_audio``, ``affine_g``); what
 follows them is one op with a hand-written backward: ``c = P + g 1ᵀ``, ``H = tanh(c)``, ``s = H w_f``,
@@ -68,7 +68,10 @@ def audio_guided_attention(layers, audio: torch.Tensor, visual: torch.Tensor) ->
         from avel_fast.kernels.audio_guided_attention import TritonAttentionEpilogue as function
     else:
         function = AttentionEpilogueFunction
-    attended, attention = function.apply(projected, audio_term, layers.affine_h.weight[0], maps)
+    dtype = projected.dtype  # the GEMMs' dtype: the autocast dtype under autocast, as the reference's bmm
+    with torch.autocast(visual.device.type, enabled=False):
+        attended, attention = function.apply(projected, audio_term.to(dtype), layers.affine_h.weight[0].to(dtype),
+                                             maps.to(dtype))
     return attended.view(batch, segments, -1), attention.view(batch, segments, -1)
 
 
