@@ -9,6 +9,7 @@ import torch
 import avel_fast.nn.attention as fast_attention
 from _interpret import run_interpreted
 from avel_fast import models, reference
+from avel_fast.backend import triton_interpreted
 from avel_fast.nn import AudioGuidedAttention, patch, unpatch
 from avel_fast.reference.ave import attention_epilogue
 
@@ -223,6 +224,31 @@ def check_triton_refuses_a_tile_too_large():
         assert "L, D <= 128, got L=129, D=3" in str(error)
     else:
         raise AssertionError("a 129-location tile was accepted")
+
+
+def test_triton_kernels_lower_to_sm90_machine_code():
+    """Both kernels compile to H100 (sm_90) cubins without a GPU at the model's tile (L = D = 49), with bf16
+    operands as under autocast, so CI catches what the interpreter cannot (layouts, register allocation)."""
+    triton = pytest.importorskip("triton")
+    if triton_interpreted():
+        pytest.skip("TRITON_INTERPRET=1 replaces the compiler")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from avel_fast.kernels import audio_guided_attention as kernels
+
+    constants = {"BLOCK_L": 64, "BLOCK_D": 64, "BLOCK_C": kernels.CHANNEL_BLOCK,
+                 "HAS_GRAD_ATTENDED": True, "HAS_GRAD_ATTENTION": True}
+    float32_buffers = ("attention_ptr", "grad_attention_ptr", "grad_weight_ptr")
+    for kernel in (kernels.attention_forward_kernel, kernels.attention_backward_kernel):
+        signature = {
+            name: "constexpr" if name in constants else ("*fp32" if name in float32_buffers else "*bf16")
+            if name.endswith("_ptr") else "i32"
+            for name in kernel.arg_names
+        }
+        kernel_constants = {name: value for name, value in constants.items() if name in kernel.arg_names}
+        source = ASTSource(kernel, signature, constexprs=kernel_constants)
+        assert triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["cubin"]
 
 
 def test_triton_kernels_match_reference_interpreted():
