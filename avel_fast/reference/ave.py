@@ -35,9 +35,9 @@ def check_attention_input(audio: torch.Tensor, visual: torch.Tensor, audio_dim: 
 
 
 def attention_operands(layers: nn.Module, audio: torch.Tensor, visual: torch.Tensor):
-    """The GEMMs of eq. 1 for the five layers of `layers` (``affine_audio``, ``affine_video``, ``affine_v``,
-    ``affine_g``, ``affine_h``): ``U^v(f^v) W^v`` ``[B·T, 49(k), 49(d)]``, ``W^a U^a(f^a)`` ``[B·T, 49(k)]`` and
-    the raw maps ``[B·T, 49, C]`` flattened row-major (``k = 7·row + col``, as the stored ``[7, 7, C]``)."""
+    """The GEMMs of eq. 1 with the layers of `layers` (``affine_audio``, ``affine_video``, ``affine_v``,
+    ``affine_g``): ``U^v(f^v) W^v`` ``[B·T, 49(k), 49(d)]``, ``W^a U^a(f^a)`` ``[B·T, 49(k)]`` and the raw maps
+    ``[B·T, 49, C]`` flattened row-major (``k = 7·row + col``, as the stored ``[7, 7, C]``). Checks the shapes."""
     check_attention_input(audio, visual, layers.affine_audio.in_features, layers.affine_video.in_features)
     rows = audio.shape[0] * audio.shape[1]
     maps = visual.reshape(rows, LOCATIONS, visual.shape[-1])
