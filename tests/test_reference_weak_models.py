@@ -189,6 +189,14 @@ def test_pruning_drops_an_entry_exactly_at_the_threshold():
 
 
 @pytest.mark.parametrize("setting", ["sel", "wsel"])
+def test_pruning_at_the_default_threshold_drops_an_entry_equal_to_it(setting):
+    threshold = PSPNet(setting).threshold
+    row = torch.tensor([[[threshold, 1 - threshold]]])  # sums to 1 exactly in float32: normalised entry = threshold
+    assert torch.equal(row / row.sum(), row)
+    assert torch.equal(pruned_affinity(row, threshold, renormalise=False), torch.tensor([[[0.0, 1 - threshold]]]))
+
+
+@pytest.mark.parametrize("setting", ["sel", "wsel"])
 def test_psp_audio_to_visual_affinity_is_the_transpose_before_normalisation(setting, monkeypatch):
     """The public code normalises ``βᵀ`` row by row, not ``(row-normalised β)ᵀ``."""
     model = PSPNet(setting).eval()
