@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from avel_fast import reference
+from avel_fast.nn.attention import AudioGuidedAttention
 from avel_fast.nn.dpnet import DPBlock, TemporalConv
 from avel_fast.nn.fusion import GatedFusion
 from avel_fast.nn.lss import LSSLoss
@@ -15,6 +16,7 @@ FAST_OF = {
     reference.DPBlock: DPBlock,
     reference.GatedFusion: GatedFusion,
     reference.LSSLoss: LSSLoss,
+    reference.AudioGuidedAttention: AudioGuidedAttention,
 }
 REFERENCE_OF = {fast: ref for ref, fast in FAST_OF.items()}
 
@@ -29,7 +31,8 @@ def swap_classes(model: nn.Module, mapping: dict[type, type]) -> nn.Module:
 
 
 def patch(model: nn.Module) -> nn.Module:
-    """Make every reference RGCT/TemporalConv/DPBlock/GatedFusion/LSSLoss in `model` the fast class, in place.
+    """Make every reference RGCT/TemporalConv/DPBlock/GatedFusion/LSSLoss/AudioGuidedAttention in `model` the fast
+    class, in place.
 
     Parameters, buffers and hooks are untouched (the fast classes add none), so `state_dict` is unchanged;
     subclasses of the reference classes defined by users are left alone. Returns `model`.

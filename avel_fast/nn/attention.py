@@ -1,0 +1,84 @@
+"""Fast audio-guided visual attention (label-refinement paper eq. 1; `docs/fast-path.md#kernels`).
+
+The GEMMs stay dense (``affine_video``, ``affine_v`` on the 49 locations, ``affine_audio``, ``affine_g``); what
+follows them is one op with a hand-written backward: ``c = P + g 1ᵀ``, ``H = tanh(c)``, ``s = H w_f``,
+``α = softmax(s)``, ``f = αᵀ V`` on the raw maps ``V``. Backward: ``dα = V df (+ the gradient of α when α is
+returned)``, ``ds = α ⊙ (dα − α·dα)``, ``dV = α dfᵀ``, ``dw_f = Σ ds Hᵀ``, ``dP = ds w_fᵀ ⊙ (1 − H²)``,
+``dg = Σ_d dP``. On CUDA the whole epilogue is one Triton kernel each way
+(`avel_fast.kernels.audio_guided_attention`), which never writes ``c``, ``H`` or the scores to memory.
+"""
+from __future__ import annotations
+
+import torch
+
+from avel_fast.backend import select_backend
+from avel_fast.reference import ave as reference
+
+
+def attention_backward(
+    grad_attended: torch.Tensor | None,
+    grad_attention: torch.Tensor | None,
+    attention: torch.Tensor,
+    hidden: torch.Tensor,
+    score_weight: torch.Tensor,
+    maps: torch.Tensor,
+):
+    """Gradients of the projections ``[N, L, D]``, the audio term ``[N, L]``, ``w_f`` ``[D]`` and the raw maps
+    ``[N, L, C]`` (None without `grad_attended`) from those of the attended features and of ``α``."""
+    grad_maps = None
+    grad_scores = torch.zeros_like(attention)
+    if grad_attended is not None:
+        grad_maps = attention.unsqueeze(2) * grad_attended.unsqueeze(1)
+        grad_scores = torch.bmm(maps, grad_attended.unsqueeze(2)).squeeze(2)
+    if grad_attention is not None:
+        grad_scores = grad_scores + grad_attention
+    grad_scores = attention * (grad_scores - (attention * grad_scores).sum(dim=-1, keepdim=True))
+    grad_weight = grad_scores.reshape(1, -1) @ hidden.reshape(-1, hidden.shape[-1])
+    grad_projected = grad_scores.unsqueeze(2) * score_weight * (1 - hidden * hidden)
+    return grad_projected, grad_projected.sum(dim=2), grad_weight.view_as(score_weight), grad_maps
+
+
+class AttentionEpilogueFunction(torch.autograd.Function):
+    """``(f, α)`` from the projections ``P`` ``[N, L, D]``, the audio term ``g`` ``[N, L]``, ``w_f`` ``[D]`` and the
+    raw maps ``V`` ``[N, L, C]``: the ``torch`` backend of the epilogue (saves ``α`` and ``H``)."""
+
+    @staticmethod
+    def forward(ctx, projected, audio_term, score_weight, maps):
+        hidden = torch.tanh(projected + audio_term.unsqueeze(2))
+        attention = (hidden @ score_weight).softmax(dim=-1)
+        attended = torch.bmm(attention.unsqueeze(1), maps).squeeze(1)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(attention, hidden, score_weight, maps)
+        return attended, attention
+
+    @staticmethod
+    def backward(ctx, grad_attended, grad_attention):
+        return attention_backward(grad_attended, grad_attention, *ctx.saved_tensors)
+
+
+def audio_guided_attention(layers, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`avel_fast.reference.ave.audio_guided_attention` on the selected backend: attended ``[B, T, C]``, ``α``
+    ``[B, T, 49]``."""
+    backend = select_backend(visual)
+    if backend == "reference":
+        return reference.audio_guided_attention(layers, audio, visual)
+    batch, segments = audio.shape[:2]
+    projected, audio_term, maps = reference.attention_operands(layers, audio, visual)
+    if backend == "triton":
+        from avel_fast.kernels.audio_guided_attention import TritonAttentionEpilogue as function
+    else:
+        function = AttentionEpilogueFunction
+    dtype = projected.dtype  # the GEMMs' dtype: the autocast dtype under autocast, as the reference's bmm
+    with torch.autocast(visual.device.type, enabled=False):
+        attended, attention = function.apply(projected, audio_term.to(dtype), layers.affine_h.weight[0].to(dtype),
+                                             maps.to(dtype))
+    return attended.view(batch, segments, -1), attention.view(batch, segments, -1)
+
+
+class AudioGuidedAttention(reference.AudioGuidedAttention):
+    """Drop-in `avel_fast.reference.AudioGuidedAttention` (PSP's ``attention``): same constructor, parameters and
+    outputs; the epilogue runs on the Triton kernels on CUDA, `AttentionEpilogueFunction` on CPU and the reference
+    with ``AVEL_FAST_BACKEND=reference``."""
+
+    def attend(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return audio_guided_attention(self, audio, visual)
