@@ -48,7 +48,7 @@ def _fail(err: Exception) -> None:
 
 
 def train_command(
-    model: str = typer.Argument(..., help="The model family: dpnet or edrnet."),
+    model: str = typer.Argument(..., help="The model family: dpnet, edrnet, ave (AVE baseline) or psp."),
     data: Optional[Path] = typer.Option(None, "--data", help="AVE directory (docs/data.md); default: synthetic AVE."),
     setting: Optional[str] = typer.Option(None, "--setting", help="sel (supervised, default) or wsel (weakly)."),
     preset: Optional[str] = typer.Option(
@@ -76,6 +76,19 @@ def train_command(
     lss_weight: Optional[float] = typer.Option(None, "--lss-weight", help="EDRNet: λ₂ of the LSS loss."),
     smb: Optional[bool] = typer.Option(None, "--smb/--no-smb", help="EDRNet: add SMB-fused videos."),
     smb_per_class: Optional[int] = typer.Option(None, "--smb-per-class", help="EDRNet: fused videos per class."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="DPNet RGCT / PSP dropout."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="PSP affinity pruning threshold (default 0.099 sel, 0.095 wsel)."
+    ),
+    refine: Optional[str] = typer.Option(
+        None, "--refine", help="AVE/PSP wsel: none | lr | a+lr | dummy | pl (label refinement, docs/weak.md)."
+    ),
+    window: Optional[int] = typer.Option(None, "--window", help="Label refinement: segments per window N (4)."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Label refinement: window stride s (2)."),
+    tau: Optional[float] = typer.Option(None, "--tau", help="Label refinement: window-label threshold τ (0.05)."),
+    step1_epochs: Optional[int] = typer.Option(
+        None, "--step1-epochs", help="Label refinement: epochs of step 1 (--epochs: the last stage)."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory; default runs/<model>-<setting>-<time>."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
 ) -> None:
@@ -88,7 +101,8 @@ def train_command(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
         dim=dim, visual_channels=visual_channels, seed=seed, data_seed=data_seed, device=device, precision=precision,
         backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
-        smb=smb, smb_per_class=smb_per_class, data=str(data.resolve()) if data is not None else None,
+        smb=smb, smb_per_class=smb_per_class, dropout=dropout, threshold=threshold, refine=refine, window=window,
+        stride=stride, tau=tau, step1_epochs=step1_epochs, data=str(data.resolve()) if data is not None else None,
     )  # fmt: skip
     try:
         if resume:

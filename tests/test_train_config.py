@@ -48,7 +48,7 @@ def test_config_round_trips_through_json():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(model="ave"), "unknown model 'ave'"),
+        (dict(model="vggnet"), "unknown model 'vggnet'"),
         (dict(model="dpnet", preset="fast"), "unknown preset 'fast'"),
         (dict(model="dpnet", setting="weak"), "unknown setting 'weak'"),
         (dict(model="dpnet", precision="fp16"), "unknown precision 'fp16'"),

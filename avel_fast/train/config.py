@@ -6,9 +6,11 @@ override. The result is checked as a whole, so a bad combination is refused befo
 
 Switches and valued options belong to the families that declare them (`ModelFamily.switches`, ``.options``):
 ``replicate``/``link`` to DPNet (Replicate and Link, DPNet §3.4), ``lss``/``smb`` to EDRNet (Land-Shore-Sea loss
-and SMB video fusion, EDRNet §3). Asking for one with another model is an error; switches that need segment
-labels of the training videos (``supervised_switches``) are refused with ``setting="wsel"``, and the presets
-turn them off there.
+and SMB video fusion, EDRNet §3), ``refine``, ``window``, ``stride``, ``tau``, ``step1_epochs`` to the AVE
+baseline and PSP (temporal label refinement, docs/weak.md#label-refinement). Asking for one with another model is
+an error, and so is an explicit shared option the family ignores (`ModelFamily.ignored_options`); switches that
+need segment labels of the training videos (``supervised_switches``) are refused with ``setting="wsel"``, and the
+presets turn them off there.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ PRESETS = ("paper", "quick", "smoke")
 PRECISIONS = ("fp32", "tf32", "bf16")
 BACKENDS = ("fast", "reference")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+REFINEMENTS = ("none", "lr", "a+lr", "dummy", "pl")
+"""``--refine``: plain training, or the label-refinement pipeline of docs/weak.md#recipes."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class TrainConfig:
     cycle: int = 20
     dim: int = 768
     visual_channels: int | None = None  # EDRNet's 3x3 visual conv width (None = 512, the paper)
-    dropout: float = 0.2  # DPNet's RGCT dropout
+    dropout: float = 0.2  # DPNet's RGCT dropout, PSP's dropout
+    threshold: float | None = None  # PSP's affinity pruning threshold (None = 0.099 in SEL, 0.095 in WSEL)
     standardize: bool = True  # per-dimension z-scores from the training set (avel_fast.train.data)
     replicate: bool = False
     link: bool = False
@@ -50,6 +55,11 @@ class TrainConfig:
     lss_weight: float = 0.1  # λ₂ of EDRNet's SEL objective λ₁·CE + λ₂·LSS, λ₁ = 1
     smb: bool = False
     smb_per_class: int = 250
+    refine: str = "none"  # AVE baseline / PSP in WSEL: the label-refinement pipeline (REFINEMENTS)
+    window: int = 4  # N, segments per window of label refinement
+    stride: int = 2  # s, stride of the windows
+    tau: float = 0.05  # τ, detection threshold of the window labels
+    step1_epochs: int = 200  # epochs of the pipeline's first stage; `epochs` is the stage in the run directory
     seed: int = 0
     data: str | None = None  # an AVE directory; None = the synthetic set
     data_seed: int = 0
@@ -109,8 +119,15 @@ def resolve_config(model: str, *, preset: str | None = None, setting: str = "sel
         raise TrainingError(f"unknown option(s) {', '.join(unknown)}")
     explicit = {name: value for name, value in overrides.items() if value is not None}
     values.update(explicit)
+    dependent = family.dependent_preset_values(preset, values)
+    values.update({name: value for name, value in dependent.items() if name not in explicit})
     config = validate(TrainConfig(model=model, setting=setting, preset=preset, **values))
     for name in explicit:
+        if name in family.ignored_options:
+            raise TrainingError(
+                f"--{name.replace('_', '-')} is not used by {model} ({family.ignored_options[name]}): "
+                "it would be ignored here"
+            )
         owners = [other for other in FAMILIES.values() if name in other.options]
         if owners and family not in owners:
             names = " and ".join(owner.name for owner in owners)
@@ -128,6 +145,10 @@ _DEPENDENT_OPTIONS = (
     ("lss_weight", "needs --lss", lambda c: not c.lss),
     ("smb_per_class", "needs --smb", lambda c: not c.smb),
     ("data_seed", "seeds the synthetic data, not --data", lambda c: c.data is not None),
+    ("window", "needs --refine lr, a+lr or dummy", lambda c: c.refine in ("none", "pl")),
+    ("stride", "needs --refine lr, a+lr or dummy", lambda c: c.refine in ("none", "pl")),
+    ("tau", "needs --refine lr or a+lr", lambda c: c.refine not in ("lr", "a+lr")),
+    ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.refine in ("none", "dummy")),
 )
 """Explicit options that only act with another one: (name, what it needs, when it would be ignored)."""
 
@@ -136,10 +157,12 @@ def validate(config: TrainConfig) -> TrainConfig:
     """Raise `TrainingError` naming the option at fault; return `config` unchanged when it can run."""
     for name, choices in (
         ("model", tuple(FAMILIES)), ("setting", SETTINGS), ("preset", PRESETS), ("precision", PRECISIONS),
-        ("backend", BACKENDS), ("optimizer", OPTIMIZERS),
+        ("backend", BACKENDS), ("optimizer", OPTIMIZERS), ("refine", REFINEMENTS),
     ):
         _check_choice(name, getattr(config, name), choices)
-    for name in ("epochs", "batch_size", "cycle", "dim", "smb_per_class", "synthetic_videos"):
+    for name in (
+        "epochs", "batch_size", "cycle", "dim", "smb_per_class", "synthetic_videos", "window", "stride", "step1_epochs"
+    ):
         if getattr(config, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.visual_channels is not None and config.visual_channels < 1:
@@ -151,6 +174,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     if not 0.0 <= config.dropout < 1.0:
         raise TrainingError(f"--dropout must be in [0, 1), got {config.dropout}")
+    if not config.tau >= 0:
+        raise TrainingError(f"--tau must be >= 0, got {config.tau}")
+    if config.threshold is not None and not config.threshold >= 0:
+        raise TrainingError(f"--threshold must be >= 0, got {config.threshold}")
     family = family_of(config.model)
     for other in FAMILIES.values():
         for switch, what in other.switches.items():

@@ -16,7 +16,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -90,6 +90,8 @@ class RunData:
     test: ResidentDataset
     train_labels: torch.Tensor  # CPU int64 [N, T] of the training rows (the Replicate databases)
     stats: FeatureStats | None  # the standardization, None when the run uses raw features
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Per-training-row targets a stage of a pipeline adds (e.g. window labels), indexed by ``Batch.index``."""
 
 
 def load_source(config: TrainConfig) -> AVEData:
@@ -136,8 +138,9 @@ def split_data(data: AVEData, split: str, source: str) -> AVEData:
     return data.subset(split)
 
 
-def load_run_data(config: TrainConfig) -> RunData:
-    """The training set of `config` and the validation and test splits, resident on its device."""
+def load_run_data(config: TrainConfig, extras: dict[str, torch.Tensor] | None = None) -> RunData:
+    """The training set of `config` and the validation and test splits, resident on its device, with the
+    per-training-row `extras` moved there."""
     data = load_source(config)
     source = config.data or "synthetic"
     train = training_set(split_data(data, "train", source), config)
@@ -152,6 +155,7 @@ def load_run_data(config: TrainConfig) -> RunData:
         test=ResidentDataset(test, device=config.device),
         train_labels=train.labels,
         stats=stats,
+        extras={name: value.to(config.device) for name, value in (extras or {}).items()},
     )
 
 

@@ -123,6 +123,11 @@ class EpochTrainer:
         family = family_of(config.model)
         self.schedule, self.drop_last = family.schedule(config), family.drop_last
         self.steps = data.train.num_batches(config.batch_size, drop_last=self.drop_last)
+        if self.steps == 0:
+            raise TrainingError(
+                f"--batch-size {config.batch_size} is larger than the training set ({len(data.train)} videos): "
+                f"{config.model} drops the last partial batch, so an epoch would have no step"
+            )
         self.objective = family.objective(model, data, config)
 
     def learning_rate(self, epoch: int, step: int) -> float:
@@ -185,24 +190,30 @@ def train(
     resume: bool = False,
     progress: TrainProgress | None = None,
     max_epochs_this_run: int | None = None,
+    extras: dict[str, torch.Tensor] | None = None,
 ) -> dict | None:
     """Train `config` into `run_dir` (docs/training.md#run-directory); returns the test report, or None when
-    stopped early.
+    stopped early. A config with ``refine`` runs the whole label-refinement pipeline (`train_refined`).
 
     `resume` continues the run in `run_dir` from its ``last.pt`` (the caller passes the run's own config,
     see `resume_config`). `max_epochs_this_run` stops after that many epochs of this call, leaving a
-    resumable run (a time-sliced job; the resume test uses it).
+    resumable run (a time-sliced job; the resume test uses it). `extras` (per-training-row targets,
+    `RunData.extras`) make this call one stage of that pipeline, in a run directory the pipeline has checked.
     """
+    if config.refine != "none" and extras is None:
+        from avel_fast.train.refine import train_refined
+
+        return train_refined(config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
     run_dir = Path(run_dir)
     progress = progress or TrainProgress()
     if resume and not (run_dir / LAST_FILE).is_file():
         raise TrainingError(f"--resume: {run_dir} has no {LAST_FILE} to continue from")
-    if not resume:
+    if not resume and extras is None:
         check_new_run_dir(run_dir)
     note = configure_precision(config)
     if note:
         progress.note(note)
-    data = load_run_data(config)
+    data = load_run_data(config, extras)
     seed_everything(config.seed)
     model = build_model(config)
     optimizer = build_optimizer(config, model)

@@ -78,6 +78,8 @@ class ModelFamily:
     """Switches that need segment labels of the training videos (refused in WSEL, turned off by its presets)."""
     options: ClassVar[dict[str, str]] = {}
     """Valued options this family reads: name -> what it is (an explicit value is refused with other models)."""
+    ignored_options: ClassVar[dict[str, str]] = {}
+    """Shared options this family does not use: name -> why (an explicit value is refused)."""
     pooled_visual: ClassVar[bool] = False
     """The model starts with global average pooling, so the run keeps pooled visual features [T, 512]."""
     objective_class: ClassVar[type[Objective]] = Objective
@@ -86,6 +88,10 @@ class ModelFamily:
 
     def preset_values(self, preset: str, setting: str) -> dict:
         """The family's values of `preset` on top of the shared ones (`avel_fast.train.config.PRESET_VALUES`)."""
+        return {}
+
+    def dependent_preset_values(self, preset: str, values: dict) -> dict:
+        """Preset values that depend on other resolved options `values` (explicit options still win)."""
         return {}
 
     def validate(self, config: TrainConfig) -> None:

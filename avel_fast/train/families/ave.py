@@ -1,0 +1,33 @@
+"""The AVE baseline as a family of the engine (docs/weak.md#ave-baseline, docs/weak.md#recipes)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from avel_fast import models, reference
+from avel_fast.constants import NUM_CLASSES
+from avel_fast.reference.ave import max_mil_prob, soft_margin_on_probs
+from avel_fast.train.families.base import register
+from avel_fast.train.families.weak import WeakFamily
+
+
+@register
+class AVEFamily(WeakFamily):
+    """SEL: the multi-label soft margin loss on the segment softmax against one-hot labels; WSEL: the same loss
+    on ``softmax(max_t x_t)`` against the video labels (eq. 6)."""
+
+    name = "ave"
+    title = "AVE baseline"
+    paper_epochs = {"sel": 300, "wsel": 250}
+    quick_epochs = 4
+
+    def build_model(self, config, fast: bool):
+        return (models if fast else reference).AVEBaseline()
+
+    def video_probabilities(self, scores):
+        return max_mil_prob(scores.float())
+
+    def weak_loss(self, probabilities, targets):
+        return soft_margin_on_probs(probabilities, targets)
+
+    def supervised_loss(self, output, labels):
+        return soft_margin_on_probs(output.softmax(dim=-1), F.one_hot(labels, NUM_CLASSES))

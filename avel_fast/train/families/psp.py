@@ -1,0 +1,44 @@
+"""PSP as a family of the engine (docs/weak.md#psp, docs/weak.md#recipes)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from avel_fast import models, reference
+from avel_fast.reference.psp import AVPS_WEIGHT, avps_loss, bce_on_probs, mean_mil_prob
+from avel_fast.train.families.base import register
+from avel_fast.train.families.weak import REFINE_OPTIONS, WeakFamily
+
+PSP_DROPOUT = 0.1
+
+
+@register
+class PSPFamily(WeakFamily):
+    """SEL: ``CE + 100·AVPS`` on the audio-visual cosine (PSP eqs. 8-9); WSEL: binary cross-entropy of
+    ``softmax(mean_t x̃_t)`` against the binary video labels (TLR §3's presence/absence targets)."""
+
+    name = "psp"
+    title = "PSP"
+    options = {**REFINE_OPTIONS, "dropout": "its dropout", "threshold": "its affinity pruning threshold"}
+    paper_epochs = {"sel": 300, "wsel": 200}
+    quick_epochs = 4
+
+    def preset_values(self, preset: str, setting: str) -> dict:
+        return {**super().preset_values(preset, setting), "dropout": PSP_DROPOUT}
+
+    def build_model(self, config, fast: bool):
+        return (models if fast else reference).PSPNet(config.setting, config.threshold, dropout=config.dropout)
+
+    def head_scores(self, output):
+        return output[0] if isinstance(output, tuple) else output
+
+    def video_probabilities(self, scores):
+        return mean_mil_prob(scores.float())
+
+    def weak_loss(self, probabilities, targets):
+        return bce_on_probs(probabilities, targets)
+
+    def supervised_loss(self, output, labels):
+        """SEL (scores and cosine): ``CE + AVPS_WEIGHT·avps_loss``; the weak model's scores alone: CE."""
+        scores, cosine = output if isinstance(output, tuple) else (output, None)
+        loss = F.cross_entropy(scores.flatten(0, 1), labels.flatten())
+        return loss if cosine is None else loss + AVPS_WEIGHT * avps_loss(cosine, labels)

@@ -1,0 +1,129 @@
+"""The AVE baseline and PSP through the training engine: smoke runs per setting, the public recipes as presets,
+and the options these families refuse (docs/weak.md#recipes)."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avel_fast.reference import AVEBaseline, PSPNet
+from avel_fast.reference.ave import max_mil_prob, soft_margin_on_probs
+from avel_fast.reference.psp import AVPS_WEIGHT, avps_loss, bce_on_probs, mean_mil_prob
+from avel_fast.train import TrainingError, family_of, resolve_config, train
+from avel_fast.train.schedule import ConstantSchedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _smoke(model: str, setting: str, **overrides):
+    return resolve_config(model, preset="smoke", setting=setting, device="cpu", **overrides)
+
+
+@pytest.mark.parametrize("model", ["ave", "psp"])
+@pytest.mark.parametrize("setting", ["sel", "wsel"])
+def test_smoke_run_writes_the_test_metrics_of_the_best_validation_epoch(tmp_path, model, setting):
+    report = train(_smoke(model, setting), tmp_path)
+    assert json.loads((tmp_path / "test_metrics.json").read_text())["epoch"] == report["epoch"]
+    epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in epochs] == [1, 2] and {record["lr"] for record in epochs} == {1e-3}
+    assert report["val_accuracy"] == max(record["val"]["accuracy"] for record in epochs)
+    assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("model", ["ave", "psp"])
+@pytest.mark.parametrize("preset", ["paper", "quick", "smoke"])
+@pytest.mark.parametrize("setting", ["sel", "wsel"])
+def test_every_preset_feeds_raw_features_with_adam_and_batch_64(model, preset, setting):
+    config = resolve_config(model, preset=preset, setting=setting, device="cpu")
+    assert not config.standardize
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adam", 1e-3, 0.0)
+    assert config.batch_size == (16 if preset == "smoke" else 64)
+    family = family_of(model)
+    assert family.drop_last and isinstance(family.schedule(config), ConstantSchedule)
+
+
+def test_paper_preset_epochs_follow_the_public_recipes_and_the_refinement_stages():
+    epochs = {
+        (model, setting): resolve_config(model, preset="paper", setting=setting, device="cpu").epochs
+        for model in ("ave", "psp") for setting in ("sel", "wsel")
+    }  # fmt: skip
+    assert epochs == {("ave", "sel"): 300, ("ave", "wsel"): 250, ("psp", "sel"): 300, ("psp", "wsel"): 200}
+    refined = resolve_config("ave", preset="paper", setting="wsel", refine="a+lr", device="cpu")
+    assert (refined.step1_epochs, refined.epochs) == (200, 100)
+    assert resolve_config("ave", preset="paper", setting="wsel", refine="lr", epochs=7, device="cpu").epochs == 7
+    psp = resolve_config("psp", preset="paper", setting="wsel", device="cpu")
+    assert (psp.dropout, psp.threshold) == (0.1, None)
+    assert resolve_config("psp", preset="smoke", setting="sel", threshold=0.2, device="cpu").threshold == 0.2
+
+
+def test_models_are_built_with_the_setting_threshold_and_dropout():
+    model = family_of("psp").build(_smoke("psp", "wsel", threshold=0.2, dropout=0.3, backend="reference"))
+    assert isinstance(model, PSPNet) and model.setting == "wsel"
+    assert model.threshold == 0.2 and model.psp.dropout.p == 0.3
+    assert isinstance(family_of("ave").build(_smoke("ave", "sel")), AVEBaseline)
+
+
+def _batch(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    audio = torch.rand(3, 10, 128, generator=generator)
+    visual = torch.rand(3, 10, 7, 7, 512, generator=generator)
+    labels = torch.randint(0, 29, (3, 10), generator=generator)
+    video_labels = F.one_hot(torch.tensor([3, 28, 11]), 29).float()
+    return audio, visual, labels, video_labels
+
+
+@pytest.mark.parametrize("setting", ["sel", "wsel"])
+def test_objectives_are_the_public_losses(setting):
+    audio, visual, labels, video_labels = _batch()
+    for model in ("ave", "psp"):
+        config = _smoke(model, setting, backend="reference")
+        family = family_of(model)
+        torch.manual_seed(0)
+        network = family.build(config).eval()
+        batch = type("Batch", (), dict(audio=audio, visual=visual, labels=labels, video_labels=video_labels))
+        output = family.objective(network, None, config)(batch, 0, 0)
+        raw = network(audio, visual)
+        if model == "ave" and setting == "sel":
+            expected = soft_margin_on_probs(raw.softmax(-1), F.one_hot(labels, 29).float())
+        elif model == "ave":
+            expected = soft_margin_on_probs(max_mil_prob(raw), video_labels)
+        elif setting == "sel":
+            expected = F.cross_entropy(raw[0].flatten(0, 1), labels.flatten()) + AVPS_WEIGHT * avps_loss(raw[1], labels)
+        else:
+            expected = bce_on_probs(mean_mil_prob(raw), video_labels)
+        torch.testing.assert_close(output.loss, expected)
+        torch.testing.assert_close(output.logits, raw[0] if isinstance(raw, tuple) else raw)
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs", "message"),
+    [
+        ("ave", dict(refine="lr"), "--refine lr refines weak labels: use it with --setting wsel"),
+        ("psp", dict(setting="sel", refine="a+lr"), "--refine a\\+lr refines weak labels"),
+        ("ave", dict(setting="wsel", refine="best"), "unknown refine 'best'"),
+        ("ave", dict(replicate=True), "--replicate .* is not an option of ave"),
+        ("psp", dict(lss=True), "--lss .* is not an option of psp"),
+        ("ave", dict(cycle=5), "--cycle is not used by ave \\(its learning rate is constant\\)"),
+        ("psp", dict(dim=64), "--dim is not used by psp"),
+        ("ave", dict(dropout=0.3), "--dropout is an option of dpnet and psp"),
+        ("ave", dict(threshold=0.1), "--threshold is an option of psp"),
+        ("dpnet", dict(refine="lr"), "--refine is an option of ave and psp"),
+        ("edrnet", dict(tau=0.1), "--tau is an option of ave and psp"),
+        ("ave", dict(setting="wsel", window=3), "--window needs --refine lr, a\\+lr or dummy"),
+        ("ave", dict(setting="wsel", refine="pl", stride=1), "--stride needs --refine lr, a\\+lr or dummy"),
+        ("psp", dict(setting="wsel", refine="dummy", tau=0.1), "--tau needs --refine lr or a\\+lr"),
+        ("ave", dict(setting="wsel", refine="dummy", step1_epochs=3), "--step1-epochs needs --refine lr, a\\+lr or pl"),
+        ("ave", dict(setting="wsel", refine="lr", tau=-0.1), "--tau must be >= 0"),
+        ("psp", dict(threshold=-1.0), "--threshold must be >= 0"),
+        ("ave", dict(setting="wsel", refine="lr", window=0), "--window must be >= 1"),
+    ],
+)
+def test_options_these_families_would_ignore_are_refused(model, kwargs, message):
+    kwargs = {"setting": "sel", **kwargs}
+    with pytest.raises(TrainingError, match=message):
+        _smoke(model, kwargs.pop("setting"), **kwargs)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_when_the_last_batch_is_dropped(tmp_path):
+    with pytest.raises(TrainingError, match="--batch-size 512 is larger than the training set \\(97 videos\\)"):
+        train(_smoke("ave", "sel", batch_size=512), tmp_path)
