@@ -23,12 +23,12 @@ import h5py
 import numpy as np
 import torch
 
+from avel_fast.atomic import atomic_write
 from avel_fast.constants import BACKGROUND, NUM_CLASSES
 from avel_fast.data import AVEFormatError, read_annotations, synthetic_labels
 from avel_fast.data.files import ANNOTATIONS_FILE, LABELS_FILE, load_segment_labels
 from avel_fast.metrics import segment_metrics
 from avel_fast.reference.mil import mil_pool
-from avel_fast.train.run_dir import _atomic_write
 
 PROTOCOLS = ("argmax", "broadcast")
 BROADCAST_THRESHOLD = 0.5
@@ -141,7 +141,7 @@ def write_predictions(path: str | Path, video_index, pred, scores, *, protocol: 
         file.create_dataset(VIDEO_INDEX_KEY, data=video_index.astype(np.int64))
         file.create_dataset(PRED_KEY, data=pred.astype(np.int64))
         file.create_dataset(SCORES_KEY, data=scores.astype(np.float32))
-    _atomic_write(Path(path), lambda stream: stream.write(buffer.getbuffer()))
+    atomic_write(Path(path), lambda stream: stream.write(buffer.getbuffer()))
 
 
 def read_predictions(path: str | Path) -> Predictions:

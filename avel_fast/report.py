@@ -19,13 +19,15 @@ import numpy as np
 from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 from avel_fast.metrics import SCALAR_METRICS
 from avel_fast.predictions import dataset_segment_labels, predictions_file, read_predictions, score_predictions
-from avel_fast.sweep import SUMMARY_FILE, format_mean_std, read_summary, read_test_report, scalar_test_metrics, seed_dir
+from avel_fast.train.sweep import SUMMARY_FILE, format_mean_std, read_summary, read_test_report, scalar_test_metrics, seed_dir
 from avel_fast.train.run_dir import TEST_METRICS_FILE, read_config, read_metrics
 
 REPORT_DIR = "report"
 INDEX_FILE = "index.html"
 INSTALL_HINT = "avel-fast report draws its figures with matplotlib: pip install 'avel_fast[report]'"
 TIMELINE_VIDEOS = 6
+PROTOCOL_METRICS = {"argmax": "metrics", "broadcast": "metrics_broadcast"}
+"""The metrics of ``test_metrics.json`` that the classes of a predictions file under each protocol give."""
 DPI = 110
 SHORT_NAMES = (*(name.split(",")[0] for name in CLASS_NAMES), "background")
 BACKGROUND_COLOUR = "#e4e4e4"
@@ -59,6 +61,7 @@ def _figure_class():
 
 
 def is_sweep_dir(path: str | Path) -> bool:
+    """A directory of ``avel-fast train --seeds``: ``summary.json`` and ``seed-<k>/`` run directories."""
     path = Path(path)
     return (path / SUMMARY_FILE).is_file() and any(path.glob("seed-*/"))
 
@@ -108,10 +111,10 @@ def _confusion_matrix(figure, confusion: np.ndarray, out_dir: Path) -> str:
     support = confusion.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         fractions = np.where(support > 0, confusion / support, np.nan)
-    fig = figure(figsize=(10, 9), layout="constrained")
-    axes = fig.subplots()
     from matplotlib import colormaps
 
+    fig = figure(figsize=(10, 9), layout="constrained")
+    axes = fig.subplots()
     image = axes.imshow(fractions, cmap=colormaps["Blues"].with_extremes(bad="#f2f2f2"), vmin=0, vmax=1)
     ticks = np.arange(NUM_CLASSES)
     axes.set_xticks(ticks, SHORT_NAMES, rotation=90, fontsize=8)
@@ -302,8 +305,9 @@ def _timeline_section(figure, run_dir: Path, config, report: dict | None, out_di
     target = labels[predictions.video_index]
     name = _timelines(figure, predictions.pred, target, predictions.video_index, out_dir)
     check = ""
-    if report is not None and predictions.protocol == "argmax":
-        agrees = math.isclose(recomputed["accuracy"], report["metrics"]["accuracy"], rel_tol=1e-9)
+    reported = (report or {}).get(PROTOCOL_METRICS[predictions.protocol])
+    if reported is not None:
+        agrees = math.isclose(recomputed["accuracy"], reported["accuracy"], rel_tol=1e-9)
         check = " (equal to test_metrics.json)" if agrees else " (<b>differs from test_metrics.json</b>)"
     return (f"<h2>Test videos</h2><p>accuracy recomputed from {path.name} (protocol {predictions.protocol}) and "
             f"the labels of the data: {_number(recomputed['accuracy'])}{check}</p>"

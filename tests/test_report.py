@@ -17,7 +17,7 @@ from avel_fast.predictions import (
     write_predictions,
 )
 from avel_fast.report import INSTALL_HINT, ReportError, build_report, is_sweep_dir
-from avel_fast.sweep import read_summary, seed_dir, summarize, sweep_seeds, write_summary
+from avel_fast.train.sweep import read_summary, seed_dir, summarize, sweep_seeds, write_summary
 from avel_fast.train import build_model, resolve_config, train
 from avel_fast.train.data import FeatureStats, load_split
 from avel_fast.train.run_dir import load_checkpoint, read_config
@@ -49,7 +49,7 @@ def sweep(tmp_path_factory):
     torch.set_num_threads(1)
     seeds = sweep_seeds(3, 2)
     for seed in seeds:
-        train(resolve_config("dpnet", preset="smoke", device="cpu", seed=seed, epochs=3), seed_dir(root, seed))
+        train(resolve_config("dpnet", preset="smoke", device="cpu", seed=seed), seed_dir(root, seed))
         write_test_predictions(seed_dir(root, seed))
     torch.set_num_threads(threads)
     write_summary(root, summarize([seed_dir(root, seed) for seed in seeds], seeds))
@@ -78,17 +78,6 @@ def test_predictions_of_a_real_run_give_its_test_metrics(sweep):
     assert recomputed["accuracy"] == summary["metrics"]["accuracy"]["values"][0]
 
 
-def test_run_report(sweep):
-    run_dir = seed_dir(sweep, 4)
-    index = build_report(run_dir)
-    assert index == run_dir / "report" / "index.html"
-    assert sorted(referenced_images(index)) == sorted(RUN_FIGURES)
-    for name in RUN_FIGURES:
-        assert_png(index.parent / name)
-    text = index.read_text()
-    assert "dpnet" in text and "equal to test_metrics.json" in text and "weighted F1" in text
-
-
 def test_sweep_report_through_the_cli(sweep):
     assert is_sweep_dir(sweep) and not is_sweep_dir(seed_dir(sweep, 3))
     result = runner.invoke(app, ["report", str(sweep)])
@@ -108,13 +97,29 @@ def test_sweep_report_through_the_cli(sweep):
         assert sorted(referenced_images(seed_index)) == sorted(RUN_FIGURES)
         for name in RUN_FIGURES:
             assert_png(seed_index.parent / name)
+        seed_text = seed_index.read_text()
+        assert "dpnet" in seed_text and "weighted F1" in seed_text and "(equal to test_metrics.json)" in seed_text
+
+
+def copy_run(sweep, run_dir, names):
+    run_dir.mkdir()
+    for name in names:
+        (run_dir / name).write_bytes((seed_dir(sweep, 3) / name).read_bytes())
+    return run_dir
+
+
+def test_predictions_that_disagree_with_the_test_metrics_are_flagged(tmp_path, sweep):
+    run_dir = copy_run(sweep, tmp_path / "run", ("config.json", "metrics.jsonl", "test_metrics.json"))
+    saved = read_predictions(seed_dir(sweep, 3) / "test_predictions.h5")
+    config = read_config(run_dir)
+    labels = dataset_segment_labels(None, config.data_seed, config.synthetic_videos)[saved.video_index]
+    write_predictions(run_dir / "test_predictions.h5", saved.video_index, labels, saved.scores)
+    text = build_report(run_dir).read_text()
+    assert "labels of the data: 1.0000 (<b>differs from test_metrics.json</b>)" in text
 
 
 def test_a_run_without_predictions_or_test_metrics(tmp_path, sweep):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    for name in ("config.json", "metrics.jsonl"):
-        (run_dir / name).write_bytes((seed_dir(sweep, 3) / name).read_bytes())
+    run_dir = copy_run(sweep, tmp_path / "run", ("config.json", "metrics.jsonl"))
     index = build_report(run_dir)
     assert referenced_images(index) == ["learning_curves.png"]
     assert "no test_metrics.json" in index.read_text() and "no test_predictions.h5" in index.read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from avel_fast.metrics import SCALAR_METRICS
-from avel_fast.sweep import (
+from avel_fast.train.sweep import (
     format_mean_std,
     read_summary,
     scalar_test_metrics,

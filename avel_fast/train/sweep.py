@@ -1,5 +1,5 @@
 """Several seeds of one configuration: their run directories and the summary of their test metrics
-(docs/training.md#seeds).
+(docs/metrics.md#seeds).
 
 A sweep directory holds one run directory per seed, ``seed-<k>/``, and ``summary.json``::
 
