@@ -19,7 +19,15 @@ import numpy as np
 from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 from avel_fast.metrics import SCALAR_METRICS
 from avel_fast.predictions import dataset_segment_labels, predictions_file, read_predictions, score_predictions
-from avel_fast.train.sweep import SUMMARY_FILE, format_mean_std, read_summary, read_test_report, scalar_test_metrics, seed_dir
+from avel_fast.train.sweep import (
+    SUMMARY_FILE,
+    format_mean_std,
+    metric_label,
+    read_summary,
+    read_test_report,
+    scalar_test_metrics,
+    seed_dir,
+)
 from avel_fast.train.run_dir import TEST_METRICS_FILE, read_config, read_metrics
 
 REPORT_DIR = "report"
@@ -229,12 +237,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
         for name, *values in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def metric_label(name: str) -> str:
-    """How tables label a summary metric name: ``b2ilc/ave_f1`` -> ``AVE F1 (b2ilc)``."""
-    prefix, _, metric = name.rpartition("/")
-    return f"{SCALAR_METRICS[metric]} ({prefix})" if prefix else SCALAR_METRICS[metric]
 
 
 def _figure_html(source: str, caption: str) -> str:

@@ -2,7 +2,6 @@
 import re
 import sys
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -36,7 +35,7 @@ def write_test_predictions(run_dir):
     model.load_state_dict(best["model"])
     rows = load_split(config, "test", FeatureStats.from_dict(best["feature_stats"]))
     with torch.no_grad():
-        scores = model(rows.audio, rows.visual)
+        scores = torch.cat([model(batch.audio, batch.visual) for batch in rows.batches(64, shuffle=False)])
     video_index = synthetic_labels(config.data_seed, config.synthetic_videos, 0).splits["test"]
     write_predictions(run_dir / predictions_file("test"), video_index, scores.argmax(-1), scores)
 

@@ -9,6 +9,7 @@ import pytest
 from avel_fast.metrics import SCALAR_METRICS
 from avel_fast.train.sweep import (
     format_mean_std,
+    metric_label,
     read_summary,
     scalar_test_metrics,
     seed_dir,
@@ -115,3 +116,8 @@ def test_format_mean_std():
     assert format_mean_std(0.77123, float("nan")) == "0.7712"
     assert format_mean_std(0.77123, None, digits=2) == "0.77"
     assert format_mean_std(None, None) == "nan" and format_mean_std(float("nan"), 0.1) == "nan"
+
+
+def test_metric_labels():
+    assert metric_label("accuracy") == "accuracy" and metric_label("b2ilc/ave_f1") == "AVE F1 (b2ilc)"
+    assert metric_label("right_labels/broadcast/non_ave_recall") == "non-AVE recall (right_labels/broadcast)"

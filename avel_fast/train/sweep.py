@@ -107,6 +107,12 @@ def read_summary(sweep_dir: str | Path) -> dict:
     return summary
 
 
+def metric_label(name: str) -> str:
+    """How tables label a summary metric name: ``b2ilc/ave_f1`` -> ``AVE F1 (b2ilc)``."""
+    prefix, _, metric = name.rpartition("/")
+    return f"{SCALAR_METRICS[metric]} ({prefix})" if prefix else SCALAR_METRICS[metric]
+
+
 def format_mean_std(mean: float | None, std: float | None, digits: int = 4) -> str:
     """``"0.7712 ± 0.0123"``; the mean alone when the std is undefined (one seed); ``"nan"`` for no mean."""
     mean, std = _value(mean), _value(std)
