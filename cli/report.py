@@ -12,8 +12,11 @@ from avel_fast.cli.train import _fail
 def report_command(
     path: Path = typer.Argument(..., help="A run directory, or a sweep directory (summary.json and seed-<k>/)."),
 ) -> None:
-    """Write PATH/report/: learning curves, confusion matrix, per-class accuracy, test-video timelines (and for a
-    sweep the spread over seeds) in PNG files shown by PATH/report/index.html. Needs matplotlib (extra `report`)."""
+    """Figures and an index.html of a run or a seed sweep, written to PATH/report/.
+
+    Learning curves, confusion matrix, per-class accuracy and test-video timelines of each run; for a sweep also
+    the spread of every test metric over the seeds. Needs matplotlib (pip install 'avel_fast[report]').
+    """
     from avel_fast.data import AVEFormatError
     from avel_fast.report import ReportError, build_report
     from avel_fast.train import TrainingError
