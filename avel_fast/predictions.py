@@ -63,9 +63,9 @@ def broadcast_predictions(scores, video_probs=None, *, threshold: float = BROADC
     The video's class is the event class (any class but `background`) of highest video-level probability;
     every segment whose event probability ``1 - softmax(scores)[..., background]`` is ``>= threshold`` takes
     it, the other segments take `background`. The video-level probabilities ``video_probs [V, C]`` are those of
-    the model's own multiple-instance pool when it has one; by default they are the mean over the segments of
-    the segment softmax, the pool every weakly supervised loss of the package trains (`mil_pool`, EDRNet
-    eq. 7). Torch tensors or numpy arrays; the result is int64 of the same kind (and device).
+    the model's own multiple-instance pool when it has another one (e.g. ``softmax(max_t scores)``); by default
+    they are `mil_pool` of the scores, the mean over the segments of the segment softmax (EDRNet eq. 7), the
+    pool `mil_loss` trains. Torch tensors or numpy arrays; the result is int64 of the same kind (and device).
     """
     if isinstance(scores, np.ndarray):
         probs = None if video_probs is None else torch.as_tensor(np.asarray(video_probs))
