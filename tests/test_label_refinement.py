@@ -392,6 +392,8 @@ def test_refine_labels_same_for_any_chunking_splice_and_storage(refine_inputs):
     torch.testing.assert_close(raw, expected, rtol=0, atol=0)
     half = refine_labels(make_base("psp"), audio, visual.half(), video_labels, second, window=3, stride=1, tau=0.04)
     assert half.shape == expected.shape and half.dtype == torch.float32
+    empty = refine_labels(make_base("psp"), audio[:0], visual[:0], video_labels[:0], second[:0])
+    assert empty.shape == (0, 4, NUM_CLASSES)
 
 
 def test_refine_labels_tau_limits_and_monotonicity(refine_inputs):

@@ -13,8 +13,9 @@ The method wraps a weakly supervised base model (the AVE baseline or PSP, `WeakB
 
 Synthetic videos are built in one batch by `gather_segments` (`splice_indices`), never by a loop over windows.
 Everything a base model computes before its temporal layers is per segment, so splicing its per-segment
-features (`WeakBase.segment_features`) instead of the raw 7x7 maps gives the same scores while that part runs
-on 2 videos per original instead of 1 + T1 (docs/weak.md#label-refinement).
+features (`WeakBase.segment_features`) instead of the raw 7x7 maps gives the same scores while that costly part
+runs on 2 videos per example instead of 1 + T1 in Step 1, and on about 1 instead of T1 in Step 2, where the
+second videos come from a small pool (docs/weak.md#label-refinement).
 """
 from __future__ import annotations
 
@@ -211,8 +212,8 @@ def aux_loss(
     check_splice_window(features[0].shape[1], window, stride, auxiliary=True)
     _check_video_labels(video_labels)
     first, second = _as_rows(first, "first"), _as_rows(second, "second")
-    scores = base.scores(splice(features, first, second, window, stride))
-    scores = scores.unflatten(0, (len(first), -1))  # [B, T1, T, 29]
+    num_windows = len(window_starts(features[0].shape[1], window, stride))
+    scores = base.scores(splice(features, first, second, window, stride)).unflatten(0, (len(first), num_windows))
     pooled = base.pool(base.pool(scores, 2), 1)
     target = union_labels(video_labels[first.to(video_labels.device)], video_labels[second.to(video_labels.device)])
     return base.loss(pooled.softmax(dim=-1), target.to(pooled.dtype))
@@ -304,8 +305,10 @@ def refine_labels(
     Video i is spliced with the video ``second_videos[i]`` (a row of the same `audio` / `visual`, drawn once from
     the background-only videos by `draw_second_videos`) on each of its T1 windows, Φ0 = `base` in eval mode
     and without gradients predicts each synthetic video, and `threshold_window_labels` keeps the video's
-    classes detected with probability ``>= tau``. Videos go `chunk_videos` at a time through one gather and one
-    batched forward each; features (e.g. float16 maps) are cast to `compute_dtype` per chunk.
+    classes detected with probability ``>= tau``. The per-segment features of the second videos (a few distinct
+    background-only videos) are computed once; then videos go `chunk_videos` at a time through their
+    per-segment features, one gather and one batched forward of the T1 synthetic videos each. Features (e.g.
+    float16 maps) are cast to `compute_dtype` per chunk.
     """
     _check_video_labels(video_labels)
     check_splice_window(audio.shape[1], window, stride)
@@ -321,21 +324,28 @@ def refine_labels(
     second_videos = _as_rows(second_videos, "second_videos").to(audio.device)
     if second_videos.shape != (num_videos,):
         raise ValueError(f"second_videos must have shape [{num_videos}], got {tuple(second_videos.shape)}")
-    if num_videos and not 0 <= int(second_videos.min()) <= int(second_videos.max()) < num_videos:
+    num_windows = len(window_starts(audio.shape[1], window, stride))
+    if num_videos == 0:
+        return torch.zeros(0, num_windows, NUM_CLASSES, device=audio.device)
+    if not 0 <= int(second_videos.min()) <= int(second_videos.max()) < num_videos:
         raise ValueError(f"second_videos must be video indices in 0..{num_videos - 1}")
+    pool, pool_position = torch.unique(second_videos, return_inverse=True)
+
+    def features_of(rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return base.segment_features(
+            audio.index_select(0, rows).to(compute_dtype), visual.index_select(0, rows).to(compute_dtype)
+        )
+
     labels = []
     with _eval_mode(base.model):
+        pool_chunks = [features_of(rows) for rows in pool.split(chunk_videos)]
+        pool_features = tuple(torch.cat(parts) for parts in zip(*pool_chunks))
         for rows in torch.arange(num_videos, device=audio.device).split(chunk_videos):
-            pairs = torch.cat((rows, second_videos[rows]))
-            features = base.segment_features(
-                audio.index_select(0, pairs).to(compute_dtype), visual.index_select(0, pairs).to(compute_dtype)
-            )
+            features = tuple(torch.cat(parts) for parts in zip(features_of(rows), pool_features))
             own = torch.arange(len(rows), device=audio.device)
-            scores = base.scores(splice(features, own, own + len(rows), window, stride))
-            probs = base.video_prob(scores).unflatten(0, (len(rows), -1))
+            scores = base.scores(splice(features, own, len(rows) + pool_position[rows], window, stride))
+            probs = base.video_prob(scores).unflatten(0, (len(rows), num_windows))
             labels.append(threshold_window_labels(video_labels[rows.to(video_labels.device)], probs, tau))
-    if not labels:
-        return torch.zeros(0, len(window_starts(audio.shape[1], window, stride)), NUM_CLASSES)
     return torch.cat(labels)
 
 
