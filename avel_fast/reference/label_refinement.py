@@ -36,7 +36,7 @@ STRIDE = 2
 TAU = 0.05
 """The paper's window size N, stride s and detection threshold τ (TLR §5, Tab. 4 and 7)."""
 CHUNK_VIDEOS = 256
-"""Videos per batched forward of `refine_labels` (with their second videos and T1 synthetic videos each)."""
+"""Videos per batched forward of `refine_labels` (T1 synthetic videos each)."""
 
 
 def max_pool(scores: torch.Tensor, dim: int) -> torch.Tensor:
