@@ -2,7 +2,8 @@
 
 Usage: ``python bench/speedup_table.py RESULTS.json``, where the JSON comes from
 ``pytest bench --benchmark-only --benchmark-json=RESULTS.json``. Within each benchmark group the baseline is
-the implementation named ``reference`` (or ``python`` for the sampler, ``h5-loop`` for the data pipeline);
+the implementation named ``reference`` (or ``python`` for the sampler, ``h5-loop`` for the data pipeline,
+``window-loop`` and ``raw-splice`` for label refinement);
 every ratio is baseline median / implementation median, both measured in the same run.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-BASELINES = ("reference", "python", "h5-loop")
+BASELINES = ("reference", "python", "h5-loop", "window-loop", "raw-splice")
 
 
 def speedup_rows(results: dict) -> list[tuple[str, str, str, float, float | None]]:

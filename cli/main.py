@@ -3,6 +3,7 @@ import typer
 
 from avel_fast.cli.data import data_app
 from avel_fast.cli.env import env
+from avel_fast.cli.report import report_command
 from avel_fast.cli.train import eval_command, train_command
 
 app = typer.Typer(
@@ -23,3 +24,4 @@ app.command("env")(env)
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
+app.command("report")(report_command)

@@ -400,6 +400,14 @@ def split_labels(root: str | Path, split: str = "train") -> np.ndarray:
     return labels[read_split(root / SPLIT_FILES[split], len(labels))]
 
 
+def load_segment_labels(path: str | Path, num_videos: int | None) -> np.ndarray:
+    """Segment labels int64 ``[V, 10]`` of a label file in the layout of ``labels.h5`` (one-hot ``[V, 10, 29]``
+    under ``avadataset``, e.g. PSP's corrected ``right_labels.h5``), checked as `load_ave` checks its own:
+    `AVEFormatError` naming the file when it is missing, lacks the dataset, has another shape or, with
+    `num_videos`, another number of videos, or holds a row that is not one-hot (NaN included)."""
+    return _read_onehot(Path(path), num_videos)
+
+
 def load_ave(
     root: str | Path,
     *,

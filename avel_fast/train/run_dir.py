@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from avel_fast.atomic import atomic_write
 from avel_fast.train.config import TrainConfig, TrainingError
 
 CONFIG_FILE = "config.json"
@@ -24,17 +23,6 @@ METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
 TEST_METRICS_FILE = "test_metrics.json"
-
-
-def _atomic_write(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def json_safe(value):
@@ -54,11 +42,11 @@ def json_safe(value):
 
 def write_json(path: Path, value) -> None:
     text = json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n"
-    _atomic_write(path, lambda stream: stream.write(text.encode()))
+    atomic_write(path, lambda stream: stream.write(text.encode()))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    _atomic_write(path, lambda stream: torch.save(state, stream))
+    atomic_write(path, lambda stream: torch.save(state, stream))
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
@@ -120,4 +108,4 @@ def truncate_metrics(run_dir: Path, epochs_done: int) -> None:
     """Keep the lines of the first `epochs_done` epochs (a killed run may have logged an epoch it did not save)."""
     kept = [record for record in read_metrics(run_dir) if record["epoch"] <= epochs_done]
     text = "".join(json.dumps(record, allow_nan=False) + "\n" for record in kept)
-    _atomic_write(run_dir / METRICS_FILE, lambda stream: stream.write(text.encode()))
+    atomic_write(run_dir / METRICS_FILE, lambda stream: stream.write(text.encode()))

@@ -1,0 +1,121 @@
+"""Several seeds of one configuration: their run directories and the summary of their test metrics
+(docs/metrics.md#seeds).
+
+A sweep directory holds one run directory per seed, ``seed-<k>/``, and ``summary.json``::
+
+    {"seeds": [...], "best_epochs": [...], "metrics": {name: {"mean": m, "std": s, "values": [...]}}}
+
+with one entry per scalar test metric of the runs (`scalar_test_metrics`). ``std`` is the sample standard
+deviation (ddof = 1): undefined for one seed, so ``nan`` in Python and ``null`` in the file. A metric that is
+``nan`` in one run (e.g. a precision with no prediction of its kind) makes its mean and std ``nan``: nothing is
+left out silently.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from avel_fast.metrics import SCALAR_METRICS
+from avel_fast.train.config import TrainingError
+from avel_fast.train.run_dir import TEST_METRICS_FILE, write_json
+
+SUMMARY_FILE = "summary.json"
+METRIC_VARIANTS = {"metrics": "", "b2ilc": "b2ilc/", "metrics_broadcast": "broadcast/"}
+"""Keys of ``test_metrics.json`` that hold a metrics dict, and the prefix of their names in a summary."""
+LABEL_SETS_KEY = "label_sets"
+"""Key of ``test_metrics.json`` holding the scores against other label sets, ``{name: {variant key: metrics}}``;
+their names in a summary are prefixed ``<name>/`` (``right_labels/accuracy``, ``right_labels/b2ilc/accuracy``)."""
+
+
+def seed_dir(sweep_dir: str | Path, seed: int) -> Path:
+    """The run directory of `seed` in a sweep directory."""
+    return Path(sweep_dir) / f"seed-{seed}"
+
+
+def sweep_seeds(seed: int, num_seeds: int) -> list[int]:
+    """The seeds ``seed .. seed + num_seeds - 1`` of ``--seeds num_seeds``."""
+    if num_seeds < 1:
+        raise ValueError(f"--seeds {num_seeds}: expected at least 1")
+    return list(range(seed, seed + num_seeds))
+
+
+def _value(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def scalar_test_metrics(report: dict) -> dict[str, float]:
+    """Every scalar metric of a ``test_metrics.json`` report by summary name: ``accuracy`` (the plain
+    protocol), ``b2ilc/accuracy``, ``broadcast/accuracy``, ``<label set>/accuracy``, ... (JSON nulls as nan)."""
+    values = {}
+    sources = [("", report), *((f"{name}/", scores) for name, scores in report.get(LABEL_SETS_KEY, {}).items())]
+    for prefix, scores in sources:
+        for key, variant in METRIC_VARIANTS.items():
+            if key in scores:
+                values.update({f"{prefix}{variant}{name}": _value(scores[key][name]) for name in SCALAR_METRICS})
+    return values
+
+
+def read_test_report(run_dir: str | Path) -> dict:
+    """The ``test_metrics.json`` of a run; `TrainingError` when the run has none (it did not finish)."""
+    path = Path(run_dir) / TEST_METRICS_FILE
+    if not path.is_file():
+        raise TrainingError(f"{run_dir}: no {TEST_METRICS_FILE} (the run has not finished)")
+    return json.loads(path.read_text())
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; nan for one value)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def summarize(run_dirs: Sequence[str | Path], seeds: Sequence[int]) -> dict:
+    """The summary (module docstring) of the finished runs `run_dirs` of `seeds`, in that order."""
+    if len(run_dirs) != len(seeds) or not run_dirs:
+        raise ValueError(f"{len(run_dirs)} run directories for {len(seeds)} seeds: expected one per seed, at least 1")
+    reports = [read_test_report(run_dir) for run_dir in run_dirs]
+    per_run = [scalar_test_metrics(report) for report in reports]
+    for run_dir, values in zip(run_dirs, per_run):
+        if values.keys() != per_run[0].keys():
+            differ = sorted(values.keys() ^ per_run[0].keys())
+            raise TrainingError(f"{run_dir}: its test metrics differ from {run_dirs[0]}'s ({', '.join(differ)})")
+    metrics = {}
+    for name in per_run[0]:
+        values = [values[name] for values in per_run]
+        mean, std = mean_std(values)
+        metrics[name] = {"mean": mean, "std": std, "values": values}
+    return {"seeds": list(seeds), "best_epochs": [report["epoch"] for report in reports], "metrics": metrics}
+
+
+def write_summary(sweep_dir: str | Path, summary: dict) -> Path:
+    """Write ``summary.json`` atomically into `sweep_dir` (nan as null); returns its path."""
+    path = Path(sweep_dir) / SUMMARY_FILE
+    write_json(path, summary)
+    return path
+
+
+def read_summary(sweep_dir: str | Path) -> dict:
+    """The ``summary.json`` of a sweep directory, nulls back to nan."""
+    summary = json.loads((Path(sweep_dir) / SUMMARY_FILE).read_text())
+    for entry in summary["metrics"].values():
+        entry["mean"], entry["std"] = _value(entry["mean"]), _value(entry["std"])
+        entry["values"] = [_value(value) for value in entry["values"]]
+    return summary
+
+
+def metric_label(name: str) -> str:
+    """How tables label a summary metric name: ``b2ilc/ave_f1`` -> ``AVE F1 (b2ilc)``."""
+    prefix, _, metric = name.rpartition("/")
+    return f"{SCALAR_METRICS[metric]} ({prefix})" if prefix else SCALAR_METRICS[metric]
+
+
+def format_mean_std(mean: float | None, std: float | None, digits: int = 4) -> str:
+    """``"0.7712 ± 0.0123"``; the mean alone when the std is undefined (one seed); ``"nan"`` for no mean."""
+    mean, std = _value(mean), _value(std)
+    if math.isnan(mean):
+        return "nan"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"

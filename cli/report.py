@@ -1,0 +1,29 @@
+"""`avel-fast report PATH`: figures and index.html of a run or a seed sweep (docs/cli.md#report)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from avel_fast.cli.train import _fail
+
+
+def report_command(
+    path: Path = typer.Argument(..., help="A run directory, or a sweep directory (summary.json and seed-<k>/)."),
+) -> None:
+    """Figures and an index.html of a run or a seed sweep, written to PATH/report/.
+
+    Learning curves, confusion matrix, per-class accuracy and test-video timelines of each run; for a sweep also
+    the spread of every test metric over the seeds. Needs matplotlib (pip install 'avel_fast[report]').
+    """
+    from avel_fast.data import AVEFormatError
+    from avel_fast.report import ReportError, build_report
+    from avel_fast.train import TrainingError
+
+    try:
+        index = build_report(path)
+    except (ReportError, TrainingError, AVEFormatError) as err:
+        _fail(err)
+    figures = len(list(index.parent.rglob("*.png")))
+    Console().print(f"report: {index} ({figures} figures)", soft_wrap=True)
