@@ -1,6 +1,7 @@
 """The AVE baseline and PSP through the training engine: smoke runs per setting, the public recipes as presets,
 and the options these families refuse (docs/weak.md#recipes)."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -81,7 +82,7 @@ def test_objectives_are_the_public_losses(setting):
         torch.manual_seed(0)
         network = family.build(config).eval()
         batch = type("Batch", (), dict(audio=audio, visual=visual, labels=labels, video_labels=video_labels))
-        output = family.objective(network, None, config)(batch, 0, 0)
+        output = family.objective(network, SimpleNamespace(extras={}), config)(batch, 0, 0)
         raw = network(audio, visual)
         if model == "ave" and setting == "sel":
             expected = soft_margin_on_probs(raw.softmax(-1), F.one_hot(labels, 29).float())

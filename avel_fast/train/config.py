@@ -55,6 +55,7 @@ class TrainConfig:
     lss_weight: float = 0.1  # λ₂ of EDRNet's SEL objective λ₁·CE + λ₂·LSS, λ₁ = 1
     smb: bool = False
     smb_per_class: int = 250
+    aux: bool = False  # AVE baseline / PSP in WSEL: + the auxiliary objective L_A (Step 1 of refine a+lr)
     refine: str = "none"  # AVE baseline / PSP in WSEL: the label-refinement pipeline (REFINEMENTS)
     window: int = 4  # N, segments per window of label refinement
     stride: int = 2  # s, stride of the windows
@@ -145,8 +146,8 @@ _DEPENDENT_OPTIONS = (
     ("lss_weight", "needs --lss", lambda c: not c.lss),
     ("smb_per_class", "needs --smb", lambda c: not c.smb),
     ("data_seed", "seeds the synthetic data, not --data", lambda c: c.data is not None),
-    ("window", "needs --refine lr, a+lr or dummy", lambda c: c.refine in ("none", "pl")),
-    ("stride", "needs --refine lr, a+lr or dummy", lambda c: c.refine in ("none", "pl")),
+    ("window", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.refine in ("none", "pl") and not c.aux),
+    ("stride", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.refine in ("none", "pl") and not c.aux),
     ("tau", "needs --refine lr or a+lr", lambda c: c.refine not in ("lr", "a+lr")),
     ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.refine in ("none", "dummy")),
 )

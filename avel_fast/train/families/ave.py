@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from avel_fast import models, reference
 from avel_fast.constants import NUM_CLASSES
 from avel_fast.reference.ave import max_mil_prob, soft_margin_on_probs
+from avel_fast.reference.label_refinement import WeakBase
 from avel_fast.train.families.base import register
 from avel_fast.train.families.weak import WeakFamily
 
@@ -31,3 +32,6 @@ class AVEFamily(WeakFamily):
 
     def supervised_loss(self, output, labels):
         return soft_margin_on_probs(output.softmax(dim=-1), F.one_hot(labels, NUM_CLASSES))
+
+    def weak_base(self, model):
+        return WeakBase.ave(model)

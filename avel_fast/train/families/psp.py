@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from avel_fast import models, reference
+from avel_fast.reference.label_refinement import WeakBase
 from avel_fast.reference.psp import AVPS_WEIGHT, avps_loss, bce_on_probs, mean_mil_prob
 from avel_fast.train.families.base import register
 from avel_fast.train.families.weak import REFINE_OPTIONS, WeakFamily
@@ -42,3 +43,6 @@ class PSPFamily(WeakFamily):
         scores, cosine = output if isinstance(output, tuple) else (output, None)
         loss = F.cross_entropy(scores.flatten(0, 1), labels.flatten())
         return loss if cosine is None else loss + AVPS_WEIGHT * avps_loss(cosine, labels)
+
+    def weak_base(self, model):
+        return WeakBase.psp(model)

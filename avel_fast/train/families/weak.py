@@ -3,7 +3,14 @@ constant learning rate, the last partial batch dropped, raw features), the losse
 label-refinement options.
 
 Objective per batch: SEL, the family's supervised loss on the segment labels; WSEL, ``L_MIL = g(Φ(x), Y)`` with
-the family's video prediction Φ (softmax of its MIL pooling over time) and weak loss g.
+the family's video prediction Φ (softmax of its MIL pooling over time) and weak loss g, plus what a stage of label
+refinement adds (docs/weak.md#label-refinement, the pipeline in `avel_fast.train.refine`):
+
+* ``aux`` (Step 1 of ``a+lr``): ``+ L_A``, one background-only partner per video drawn uniformly from the
+  training rows, seeded by ``(seed, epoch, step)`` (`aux_partners`);
+* ``lr``, ``a+lr`` (Step 3): ``+ L_LR`` against the window labels of Step 2, ``RunData.extras["window_labels"]``;
+* ``dummy``: ``+ L_LR`` against every window labelled with its video's labels;
+* ``pl``: the family's supervised loss against ``RunData.extras["segment_labels"]`` (pseudo labels) instead.
 """
 from __future__ import annotations
 
@@ -11,9 +18,22 @@ from typing import ClassVar
 
 import torch
 
+from avel_fast._rng import derive_seed
+from avel_fast.constants import BACKGROUND, NUM_SEGMENTS
+from avel_fast.reference.label_refinement import (
+    WeakBase,
+    aux_loss,
+    check_splice_window,
+    draw_second_videos,
+    dummy_window_labels,
+    window_loss,
+)
 from avel_fast.train.errors import TrainingError
-from avel_fast.train.families.base import ModelFamily, Objective, StepOutput
+from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, autocast
 from avel_fast.train.schedule import ConstantSchedule
+
+AUX_STREAM = 3
+"""Stream of the run seed under which the ``L_A`` partners of every (epoch, step) are drawn."""
 
 WEAK_RECIPE = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=64, standardize=False)
 """Adam 1e-3 without weight decay, batch 64, raw features: both public codes and TLR §5 (docs/weak.md#recipes)."""
@@ -36,8 +56,44 @@ UNUSED_SHARED_OPTIONS = {
 }
 
 
+def background_rows(video_labels: torch.Tensor) -> torch.Tensor:
+    """Rows whose video label is background only (the partners of synthetic videos), int64 on their device."""
+    return (video_labels[:, :BACKGROUND] <= 0).all(dim=1).nonzero().flatten()
+
+
+def aux_partners(background: torch.Tensor, batch_size: int, seed: int, epoch: int, step: int) -> torch.Tensor:
+    """One background-only partner row per video of a batch, uniform with replacement (TLR eq. 14)."""
+    generator = torch.Generator().manual_seed(derive_seed(derive_seed(derive_seed(seed, AUX_STREAM), epoch), step))
+    return draw_second_videos(batch_size, background, generator)
+
+
+class AutocastModel:
+    """`model`'s per-segment split (`segment_features`, `from_segment_features`) under the run's precision, the
+    scores in fp32: what `WeakBase` calls while training."""
+
+    def __init__(self, model, config) -> None:
+        self.model, self.config = model, config
+
+    def segment_features(self, audio: torch.Tensor, visual: torch.Tensor):
+        with autocast(self.config):
+            return self.model.segment_features(audio, visual)
+
+    def from_segment_features(self, *features: torch.Tensor) -> torch.Tensor:
+        with autocast(self.config):
+            return self.model.from_segment_features(*features).float()
+
+
 class WeakObjective(Objective):
     """The loss of the module docstring, in fp32 from the model's outputs."""
+
+    def __init__(self, family, model, data, config) -> None:
+        super().__init__(family, model, data, config)
+        self.base = family.weak_base(AutocastModel(model, config))
+        self.background = None
+        if config.aux:
+            self.background = background_rows(data.train.video_labels)
+            if len(self.background) == 0:
+                raise TrainingError("--aux needs background-only videos in the training set (none found)")
 
     def outputs(self, batch) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, ...]]:
         """The segment scores ``[B, T, C]`` and the whole output of the model's forward, in fp32."""
@@ -46,16 +102,47 @@ class WeakObjective(Objective):
         return self.family.head_scores(output), output
 
     def __call__(self, batch, epoch: int, step: int) -> StepOutput:
+        config, extras = self.config, self.data.extras
+        if config.aux:
+            return self.step_with_aux(batch, epoch, step)
         scores, output = self.outputs(batch)
-        if self.config.setting == "sel":
+        if config.setting == "sel":
             return StepOutput(self.family.supervised_loss(output, batch.labels), scores, batch.labels)
-        return StepOutput(self.family.mil_loss(scores, batch.video_labels), scores, batch.labels)
+        if config.refine == "pl":
+            labels = extras["segment_labels"][batch.index]
+            return StepOutput(self.family.supervised_loss(output, labels), scores, labels)
+        loss = self.family.mil_loss(scores, batch.video_labels)
+        if config.refine in ("lr", "a+lr"):
+            loss = loss + self.window_loss(scores, extras["window_labels"][batch.index])
+        elif config.refine == "dummy":
+            labels = dummy_window_labels(batch.video_labels, scores.shape[1], config.window, config.stride)
+            loss = loss + self.window_loss(scores, labels)
+        return StepOutput(loss, scores, batch.labels)
+
+    def window_loss(self, scores: torch.Tensor, window_labels: torch.Tensor) -> torch.Tensor:
+        """``L_LR`` (TLR eqs. 12-13)."""
+        return window_loss(self.base, scores, window_labels, self.config.window, self.config.stride)
+
+    def step_with_aux(self, batch, epoch: int, step: int) -> StepOutput:
+        """``L_MIL + L_A`` (TLR eqs. 14-18): the per-segment features of the batch and of its partners in one
+        forward, ``L_MIL`` on the batch's own, ``L_A`` on the synthetic videos spliced from both."""
+        train, config, size = self.data.train, self.config, len(batch.index)
+        partners = aux_partners(self.background, size, config.seed, epoch, step)
+        audio = torch.cat((batch.audio, train.audio.index_select(0, partners)))
+        visual = torch.cat((batch.visual, train.visual.index_select(0, partners).to(train.compute_dtype)))
+        labels = torch.cat((batch.video_labels, train.video_labels.index_select(0, partners)))
+        features = self.base.segment_features(audio, visual)
+        scores = self.base.scores(tuple(feature[:size] for feature in features))
+        rows = torch.arange(size, device=audio.device)
+        aux = aux_loss(self.base, features, rows, rows + size, labels, config.window, config.stride)
+        return StepOutput(self.family.mil_loss(scores, batch.video_labels) + aux, scores, batch.labels)
 
 
 class WeakFamily(ModelFamily):
     """The shared part of the AVE baseline and PSP families (module docstring). Subclasses give `build_model`,
     `video_probabilities`, `weak_loss` and `supervised_loss`."""
 
+    switches: ClassVar[dict[str, str]] = {"aux": "the auxiliary objective L_A of label refinement"}
     options: ClassVar[dict[str, str]] = REFINE_OPTIONS
     ignored_options: ClassVar[dict[str, str]] = UNUSED_SHARED_OPTIONS
     objective_class = WeakObjective
@@ -76,9 +163,23 @@ class WeakFamily(ModelFamily):
     def validate(self, config) -> None:
         if config.refine != "none" and config.setting != "wsel":
             raise TrainingError(f"--refine {config.refine} refines weak labels: use it with --setting wsel")
+        if config.aux and config.setting != "wsel":
+            raise TrainingError("--aux is a weak objective: use it with --setting wsel")
+        if config.aux and config.refine != "none":
+            raise TrainingError(f"--aux is Step 1 of --refine a+lr: it cannot be combined with --refine {config.refine}")
+        if config.aux or config.refine in ("lr", "a+lr", "dummy"):
+            auxiliary = config.aux or config.refine == "a+lr"
+            try:
+                check_splice_window(NUM_SEGMENTS, config.window, config.stride, auxiliary=auxiliary)
+            except ValueError as err:
+                raise TrainingError(f"--window {config.window} --stride {config.stride}: {err}") from None
 
     def schedule(self, config) -> ConstantSchedule:
         return ConstantSchedule()
+
+    def weak_base(self, model) -> WeakBase:
+        """The model as label refinement sees it: its MIL pooling and weak loss."""
+        raise NotImplementedError
 
     def head_scores(self, output) -> torch.Tensor:
         """The raw segment scores in the model's forward output."""
