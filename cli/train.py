@@ -80,6 +80,9 @@ def train_command(
     threshold: Optional[float] = typer.Option(
         None, "--threshold", help="PSP affinity pruning threshold (default 0.099 sel, 0.095 wsel)."
     ),
+    aux: Optional[bool] = typer.Option(
+        None, "--aux/--no-aux", help="AVE/PSP wsel: add the auxiliary objective L_A (step 1 of --refine a+lr)."
+    ),
     refine: Optional[str] = typer.Option(
         None, "--refine", help="AVE/PSP wsel: none | lr | a+lr | dummy | pl (label refinement, docs/weak.md)."
     ),
@@ -101,8 +104,9 @@ def train_command(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
         dim=dim, visual_channels=visual_channels, seed=seed, data_seed=data_seed, device=device, precision=precision,
         backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
-        smb=smb, smb_per_class=smb_per_class, dropout=dropout, threshold=threshold, refine=refine, window=window,
-        stride=stride, tau=tau, step1_epochs=step1_epochs, data=str(data.resolve()) if data is not None else None,
+        smb=smb, smb_per_class=smb_per_class, dropout=dropout, threshold=threshold, aux=aux, refine=refine,
+        window=window, stride=stride, tau=tau, step1_epochs=step1_epochs,
+        data=str(data.resolve()) if data is not None else None,
     )  # fmt: skip
     try:
         if resume:

@@ -82,7 +82,9 @@ def _corrupt_audio(directory):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("train", "ave", "--preset", "smoke"), "unknown model 'ave'"),
+        (("train", "vggnet", "--preset", "smoke"), "unknown model 'vggnet'"),
+        (("train", "ave", "--preset", "smoke", "--refine", "lr"), "--refine lr refines weak labels"),
+        (("train", "ave", "--preset", "smoke", "--cycle", "3"), "--cycle is not used by ave"),
         (("train", "dpnet", "--preset", "tiny"), "unknown preset 'tiny'"),
         (("train", "dpnet", "--preset", "smoke", "--setting", "strong"), "unknown setting 'strong'"),
         (("train", "dpnet", "--preset", "smoke", "--precision", "fp8"), "unknown precision 'fp8'"),

@@ -6,11 +6,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from avel_fast.cli.main import app
 
 from avel_fast.reference import AVEBaseline, PSPNet
 from avel_fast.reference.ave import max_mil_prob, soft_margin_on_probs
 from avel_fast.reference.psp import AVPS_WEIGHT, avps_loss, bce_on_probs, mean_mil_prob
 from avel_fast.train import TrainingError, family_of, resolve_config, train
+from avel_fast.train.data import load_run_data
+from avel_fast.train.families.weak import aux_partners, background_rows
+from avel_fast.train.refine import STEP1_DIR, read_labels, step1_config
 from avel_fast.train.schedule import ConstantSchedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,6 +123,12 @@ def test_objectives_are_the_public_losses(setting):
         ("ave", dict(setting="wsel", refine="lr", tau=-0.1), "--tau must be >= 0"),
         ("psp", dict(threshold=-1.0), "--threshold must be >= 0"),
         ("ave", dict(setting="wsel", refine="lr", window=0), "--window must be >= 1"),
+        ("ave", dict(aux=True), "--aux is a weak objective"),
+        ("psp", dict(setting="wsel", aux=True, refine="lr"), "--aux is Step 1 of --refine a\\+lr"),
+        ("dpnet", dict(setting="wsel", aux=True), "--aux .* is not an option of dpnet"),
+        ("ave", dict(setting="wsel", refine="a+lr", window=6), "--window 6 --stride 2: .*auxiliary objective"),
+        ("ave", dict(setting="wsel", refine="lr", window=3), "--window 3 --stride 2: stride=2 must divide"),
+        ("psp", dict(setting="wsel", refine="dummy", window=10, stride=1), "must be shorter than the video"),
     ],
 )
 def test_options_these_families_would_ignore_are_refused(model, kwargs, message):
@@ -128,3 +140,111 @@ def test_options_these_families_would_ignore_are_refused(model, kwargs, message)
 def test_a_batch_larger_than_the_training_set_is_refused_when_the_last_batch_is_dropped(tmp_path):
     with pytest.raises(TrainingError, match="--batch-size 512 is larger than the training set \\(97 videos\\)"):
         train(_smoke("ave", "sel", batch_size=512), tmp_path)
+
+
+RUN_FILES = {"config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ave", "--setting", "wsel", "--refine", "a+lr"),
+        ("psp", "--setting", "sel"),
+        ("psp", "--setting", "wsel", "--refine", "a+lr"),
+    ],
+)
+def test_cli_smoke_runs_write_test_metrics(tmp_path, args):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", *args, "--preset", "smoke", "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "test_metrics.json").read_text())
+    assert f"{report['metrics']['accuracy']:.4f}" in result.output
+    if "--refine" in args:
+        assert {path.name for path in out.iterdir()} == RUN_FILES | {STEP1_DIR, "window_labels.h5", "window_labels.json"}
+        assert {path.name for path in (out / STEP1_DIR).iterdir()} == RUN_FILES
+        step1 = json.loads((out / STEP1_DIR / "config.json").read_text())["config"]
+        assert (step1["aux"], step1["refine"], step1["epochs"]) == (True, "none", 1)
+
+
+def _pipeline(tmp_path, refine: str, model: str = "ave", **overrides):
+    config = _smoke(model, "wsel", refine=refine, **overrides)
+    return config, train(config, tmp_path / refine)
+
+
+def test_window_labels_keep_the_video_classes_and_leave_background_videos_background(tmp_path):
+    config, report = _pipeline(tmp_path, "lr")
+    run = tmp_path / "lr"
+    labels = read_labels(run / "window_labels.h5", "window_labels").float()
+    data = load_run_data(config)
+    video_labels = data.train.video_labels
+    assert labels.shape == (len(video_labels), 4, 29)
+    assert bool(((labels > 0) <= (video_labels[:, None] > 0) | (torch.arange(29) == 28)).all())
+    assert bool((labels.sum(dim=-1) == 1).all())
+    background = background_rows(video_labels)
+    assert len(background) == 12 and bool((labels[background, :, 28] == 1).all())
+    quality = json.loads((run / "window_labels.json").read_text())
+    assert quality["val"]["num_windows"] == 4 * len(data.val) and 0.0 <= quality["val"]["window_accuracy"] <= 1.0
+    assert quality["step1_epoch"] == json.loads((run / STEP1_DIR / "test_metrics.json").read_text())["epoch"]
+    assert not json.loads((run / STEP1_DIR / "config.json").read_text())["config"]["aux"]
+    assert report["epoch"] == json.loads((run / "test_metrics.json").read_text())["epoch"]
+
+
+@pytest.mark.parametrize("refine", ["dummy", "pl"])
+def test_dummy_trains_one_stage_and_pl_retrains_on_pseudo_labels(tmp_path, refine):
+    config, report = _pipeline(tmp_path, refine, model="psp")
+    run = tmp_path / refine
+    assert (run / "test_metrics.json").is_file() and report["split"] == "test"
+    assert (run / STEP1_DIR).is_dir() == (refine == "pl")
+    if refine == "pl":
+        pseudo = read_labels(run / "pseudo_labels.h5", "segment_labels")
+        assert pseudo.dtype == torch.int64 and pseudo.shape == (len(load_run_data(config).train), 10)
+
+
+def test_step1_is_plain_weak_training_with_a_derived_seed():
+    config = _smoke("ave", "wsel", refine="a+lr", seed=3)
+    step1 = step1_config(config)
+    assert (step1.refine, step1.aux, step1.epochs, step1.setting) == ("none", True, config.step1_epochs, "wsel")
+    assert step1.seed != config.seed
+    assert not step1_config(_smoke("ave", "wsel", refine="lr")).aux
+
+
+def test_aux_partners_are_background_rows_drawn_per_seed_epoch_and_step():
+    background = torch.tensor([5, 9, 11])
+    draws = {(epoch, step): aux_partners(background, 64, 0, epoch, step) for epoch in (0, 1) for step in (0, 1)}
+    assert all(set(draw.tolist()) <= {5, 9, 11} for draw in draws.values())
+    assert len({tuple(draw.tolist()) for draw in draws.values()}) == 4
+    assert torch.equal(aux_partners(background, 64, 0, 1, 1), draws[1, 1])
+
+
+def test_objective_adds_the_window_loss_of_the_stored_labels():
+    audio, visual, labels, video_labels = _batch()
+    config = _smoke("ave", "wsel", refine="lr", backend="reference")
+    family = family_of("ave")
+    network = family.build(config).eval()
+    window_labels = torch.zeros(5, 4, 29)
+    window_labels[..., 28] = 1
+    index = torch.tensor([4, 0, 2])
+    batch = SimpleNamespace(audio=audio, visual=visual, labels=labels, video_labels=video_labels, index=index)
+    output = family.objective(network, SimpleNamespace(extras={"window_labels": window_labels}), config)(batch, 0, 0)
+    scores = network(audio, visual)
+    windows = scores.unfold(1, 4, 2).max(dim=-1).values.softmax(dim=-1)
+    expected = soft_margin_on_probs(max_mil_prob(scores), video_labels) + soft_margin_on_probs(
+        windows.flatten(0, 1), window_labels[index].flatten(0, 1)
+    )
+    torch.testing.assert_close(output.loss, expected)
+
+
+@pytest.mark.parametrize("cut_stage", ["step1", "last"])
+def test_resume_continues_the_interrupted_stage(tmp_path, cut_stage):
+    config = _smoke("ave", "wsel", refine="a+lr", **{"step1_epochs" if cut_stage == "step1" else "epochs": 2})
+    uninterrupted = train(config, tmp_path / "whole")
+    assert train(config, tmp_path / "cut", max_epochs_this_run=1) is None
+    cut = tmp_path / "cut" / (STEP1_DIR if cut_stage == "step1" else "")
+    assert (cut / "last.pt").is_file() and not (cut / "test_metrics.json").exists()
+    resumed = train(config, tmp_path / "cut", resume=True)
+    assert resumed["epoch"] == uninterrupted["epoch"]
+    for name in ("test_metrics.json", "window_labels.json"):
+        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    with pytest.raises(TrainingError, match="exists and is not empty"):
+        train(config, tmp_path / "cut")

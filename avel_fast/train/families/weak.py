@@ -166,7 +166,7 @@ class WeakFamily(ModelFamily):
         if config.aux and config.setting != "wsel":
             raise TrainingError("--aux is a weak objective: use it with --setting wsel")
         if config.aux and config.refine != "none":
-            raise TrainingError(f"--aux is Step 1 of --refine a+lr: it cannot be combined with --refine {config.refine}")
+            raise TrainingError(f"--aux is Step 1 of --refine a+lr: it cannot go with --refine {config.refine}")
         if config.aux or config.refine in ("lr", "a+lr", "dummy"):
             auxiliary = config.aux or config.refine == "a+lr"
             try:
