@@ -235,16 +235,17 @@ def test_objective_adds_the_window_loss_of_the_stored_labels():
     torch.testing.assert_close(output.loss, expected)
 
 
-@pytest.mark.parametrize("cut_stage", ["step1", "last"])
-def test_resume_continues_the_interrupted_stage(tmp_path, cut_stage):
-    config = _smoke("ave", "wsel", refine="a+lr", **{"step1_epochs" if cut_stage == "step1" else "epochs": 2})
+def test_resume_continues_whichever_stage_was_interrupted(tmp_path):
+    config = _smoke("ave", "wsel", refine="a+lr", step1_epochs=2, epochs=2)
     uninterrupted = train(config, tmp_path / "whole")
-    assert train(config, tmp_path / "cut", max_epochs_this_run=1) is None
-    cut = tmp_path / "cut" / (STEP1_DIR if cut_stage == "step1" else "")
+    cut = tmp_path / "cut"
+    assert train(config, cut, max_epochs_this_run=1) is None  # stopped in Step 1
+    assert (cut / STEP1_DIR / "last.pt").is_file() and not (cut / "window_labels.h5").exists()
+    assert train(config, cut, resume=True, max_epochs_this_run=1) is None  # Step 1 done, stopped in the last stage
     assert (cut / "last.pt").is_file() and not (cut / "test_metrics.json").exists()
-    resumed = train(config, tmp_path / "cut", resume=True)
+    resumed = train(config, cut, resume=True)
     assert resumed["epoch"] == uninterrupted["epoch"]
-    for name in ("test_metrics.json", "window_labels.json"):
-        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    for name in ("test_metrics.json", "window_labels.json", f"{STEP1_DIR}/test_metrics.json"):
+        assert (cut / name).read_text() == (tmp_path / "whole" / name).read_text()
     with pytest.raises(TrainingError, match="exists and is not empty"):
-        train(config, tmp_path / "cut")
+        train(config, cut)

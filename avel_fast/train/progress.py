@@ -52,6 +52,9 @@ class RichTrainProgress(TrainProgress):
         self.bar.__exit__(*exc)
 
     def start(self, total_steps: int, completed_steps: int) -> None:
+        """A fresh bar (a run of several stages starts one per stage)."""
+        if self.task is not None:
+            self.bar.remove_task(self.task)
         self.task = self.bar.add_task(
             "train", total=total_steps, completed=completed_steps, epoch="-", loss=float("nan"), accuracy=0.0
         )
