@@ -13,7 +13,7 @@ from avel_fast.audio.files import (
 from avel_fast.audio.filterbanks import TEXTURE_FEATURE_NAMES
 from avel_fast.audio.mfcc import mfcc, mfcc_vector
 from avel_fast.audio.segments import segment_windows
-from avel_fast.audio.targets import KMeansResult, kmeans, pca_codes, pca_components, standardize
+from avel_fast.audio.targets import KMeansResult, kmeans, pca_codes, pca_components, sign_codes, standardize
 from avel_fast.audio.textures import texture_envelopes, texture_statistics
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "read_targets",
     "read_wav",
     "segment_windows",
+    "sign_codes",
     "standardize",
     "texture_envelopes",
     "texture_statistics",

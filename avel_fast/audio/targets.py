@@ -128,7 +128,12 @@ def pca_codes(z, bits: int = 30, *, train=None) -> torch.Tensor:
     """Owens' binary codes: uint8 [N, bits] signs of (z − mean)·Vᵀ, V the top `bits` principal directions of
     `train` (default: `z` itself)."""
     z = _check_matrix(z, "z")
-    mean, components = pca_components(z if train is None else train, bits)
+    return sign_codes(z, *pca_components(z if train is None else train, bits))
+
+
+def sign_codes(z, mean: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, bits]: 1 where (z − mean)·componentᵀ > 0 (`pca_components` gives mean and components)."""
+    z = _check_matrix(z, "z")
     if components.shape[1] != z.shape[1]:
-        raise ValueError(f"z has {z.shape[1]} dimensions but train has {components.shape[1]}")
+        raise ValueError(f"z has {z.shape[1]} dimensions but the components have {components.shape[1]}")
     return ((z.to(torch.float64) - mean) @ components.T > 0).to(torch.uint8)
