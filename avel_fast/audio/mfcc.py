@@ -61,8 +61,10 @@ def mfcc(waveform, sample_rate: int, *, n_mfcc: int = 20, dtype: torch.dtype = t
         chunk = default_chunk(clips.device, 4 * (MFCC_N_FFT // 2 + 1) * clips.shape[-1] // MFCC_HOP
                               * clips.element_size() * 4)
     frames = 1 + clips.shape[-1] // MFCC_HOP
-    rows = [_mfcc_chunk(part, n_mfcc) for part in clips.split(chunk)]
-    out = torch.cat(rows) if rows else clips.new_empty((0, n_mfcc, frames))
+    if clips.shape[0] == 0:
+        out = clips.new_empty((0, n_mfcc, frames))
+    else:
+        out = torch.cat([_mfcc_chunk(part, n_mfcc) for part in clips.split(chunk)])
     return out[0] if single else out
 
 

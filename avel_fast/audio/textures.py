@@ -174,8 +174,10 @@ def _run(waveform, sample_rate, dtype, method, chunk, device, reduce, width):
     length = trimmed_length(clips.shape[-1], sample_rate)
     if chunk is None:
         chunk = default_chunk(clips.device, 6 * N_BANDS * length * clips.element_size())
-    rows = [reduce(_envelopes(part, sample_rate, method)) for part in clips.split(chunk)]
-    out = torch.cat(rows) if rows else clips.new_empty((0, *width(length)))
+    if clips.shape[0] == 0:
+        out = clips.new_empty((0, *width(length)))
+    else:
+        out = torch.cat([reduce(_envelopes(part, sample_rate, method)) for part in clips.split(chunk)])
     return out[0] if single else out
 
 
