@@ -31,7 +31,7 @@ def as_waveform_batch(waveform, sample_rate, dtype: torch.dtype, device) -> tupl
         raise ValueError("waveform contains NaN or inf")
     single = waveform.dim() == 1
     device = waveform.device if device is None else torch.device(device)
-    return waveform.reshape(-1, waveform.shape[-1]).to(device=device, dtype=dtype), single
+    return (waveform[None] if single else waveform).to(device=device, dtype=dtype), single
 
 
 def fft_resample(x: torch.Tensor, new_length: int) -> torch.Tensor:
