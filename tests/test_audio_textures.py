@@ -364,5 +364,7 @@ def test_segment_windows_of_a_10_s_clip():
     assert starts == expected == [0, 0, 10_000, 26_000, 42_000, 58_000, 74_000, 90_000, 100_000, 100_000]
     assert torch.equal(windows[4], clip[42_000:102_000])
     assert segment_windows(np.zeros((3, 160_000), dtype=np.float32), 16_000).shape == (3, 10, 60_000)
-    with pytest.raises(ValueError, match="too short"):
-        segment_windows(np.zeros(50_000), 16_000)
+    assert segment_windows(np.zeros(152_000), 16_000).shape == (10, 60_000)  # 9.5 s: the last centre is inside
+    for samples in (151_999, 50_000):
+        with pytest.raises(ValueError, match="too short"):
+            segment_windows(np.zeros(samples), 16_000)

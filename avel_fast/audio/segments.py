@@ -20,7 +20,7 @@ def segment_windows(waveform, sample_rate: int, *, num_segments: int = NUM_SEGME
     """Windows [N, num_segments, W] (or [num_segments, W]) of W = round(window·sr) samples around each segment.
 
     The window of segment t starts at round((t + ½)·segment·sr − W/2), clamped into the clip. Raises ValueError
-    when the clip is shorter than one window.
+    when the clip is shorter than one window or ends before the last segment's centre.
     """
     if num_segments < 1 or segment_seconds <= 0 or window_seconds <= 0:
         raise ValueError(
@@ -30,10 +30,11 @@ def segment_windows(waveform, sample_rate: int, *, num_segments: int = NUM_SEGME
     wide = getattr(waveform, "dtype", None) in (torch.float64, np.float64)
     clips, single = as_waveform_batch(waveform, sample_rate, torch.float64 if wide else torch.float32, None)
     width = round(window_seconds * sample_rate)
-    if clips.shape[-1] < width:
+    needed = max(width, round((num_segments - 0.5) * segment_seconds * sample_rate))
+    if clips.shape[-1] < needed:
         raise ValueError(
-            f"waveform too short: {clips.shape[-1]} samples at {sample_rate} Hz, a {window_seconds} s window "
-            f"needs {width}"
+            f"waveform too short: {clips.shape[-1]} samples at {sample_rate} Hz; {num_segments} segments of "
+            f"{segment_seconds} s with {window_seconds} s windows need {needed} (the last segment's centre)"
         )
     centres = (torch.arange(num_segments, dtype=torch.float64) + 0.5) * segment_seconds * sample_rate
     starts = (centres - width / 2).round().long().clamp(0, clips.shape[-1] - width)
