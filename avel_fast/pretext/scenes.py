@@ -79,15 +79,20 @@ def _sound(recipe: SceneRecipe, rng: np.random.Generator, num_samples: int, samp
     return np.clip(noise * (level / noise.std()), -1, 1)
 
 
-def _image(recipe: SceneRecipe, rng: np.random.Generator, size: int) -> np.ndarray:
+def _grating(size: int, angle: float, cycles: float, phase: float) -> np.ndarray:
     coords = np.arange(size) / size
     y, x = np.meshgrid(coords, coords, indexing="ij")
-    angle = recipe.orientation + rng.normal(0, 0.08)
-    phase = 2 * np.pi * (recipe.cycles * (x * np.cos(angle) + y * np.sin(angle))) + rng.uniform(0, 2 * np.pi)
-    grating = rng.uniform(0.6, 1.0) * np.sin(phase)
-    colour = np.clip(np.array(recipe.colour) + rng.normal(0, 0.15, 3), 0, 1)
-    image = colour[:, None, None] * grating[None] + rng.normal(0, 0.1, 3)[:, None, None]
-    return image + rng.normal(0, 0.5, (3, size, size))
+    return np.sin(2 * np.pi * cycles * (x * np.cos(angle) + y * np.sin(angle)) + phase)
+
+
+def _image(recipe: SceneRecipe, rng: np.random.Generator, size: int) -> np.ndarray:
+    """The scene's grating in a jittered scene colour, over a random distractor grating and pixel noise."""
+    scene = _grating(size, recipe.orientation + rng.normal(0, 0.05), recipe.cycles, rng.uniform(0, 2 * np.pi))
+    distractor = _grating(size, rng.uniform(0, np.pi), rng.uniform(2, 8), rng.uniform(0, 2 * np.pi))
+    colour = np.clip(np.array(recipe.colour) + rng.normal(0, 0.3, 3), 0, 1)
+    image = (rng.uniform(0.5, 1.0) * colour[:, None, None] * scene
+             + rng.uniform(0.5, 1.0) * rng.uniform(0, 1, 3)[:, None, None] * distractor)
+    return image + rng.normal(0, 0.8, (3, size, size))
 
 
 def synthetic_scenes(seed: int, n: int, *, num_scenes: int = 6, seconds: float = 2.0,
