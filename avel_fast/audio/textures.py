@@ -92,21 +92,29 @@ def _decimated_supports(length: int, dtype: torch.dtype, device: torch.device):
     return groups
 
 
-def _compress(power: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
-    return (power + floor[:, None, None]).pow(COMP / 2)
+def _compress_(power: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """(|z|² + δ²)^(COMP/2) in place, as exp(COMP/2·log(·)): on the CPU 3x faster than `pow` and as accurate
+    (fresh large buffers would cost more than the arithmetic)."""
+    return power.add_(floor[:, None, None]).log_().mul_(COMP / 2).exp_()
+
+
+def _apply_bank(spectrum: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Spectra [n, F] times real responses [B, F] -> [n, B, F], without promoting the bank to complex."""
+    return torch.view_as_complex(torch.view_as_real(spectrum)[:, None] * bank[None, :, :, None])
 
 
 def _exact_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tensor) -> torch.Tensor:
     """|z_b|² at 20 kHz from Re z_b = irfft(X·H_b) and Im z_b = irfft(-i·X·H_b) (DC and Nyquist zeroed)."""
     bank = _subband_bank(length, spectrum.real.dtype, spectrum.device)
-    bands = spectrum[:, None, :] * bank
-    real = torch.fft.irfft(bands, length, dim=-1)
-    quadrature = -1j * bands
-    quadrature[..., 0] = 0
+    quadrature = -1j * spectrum
+    quadrature[:, 0] = 0
     if length % 2 == 0:
-        quadrature[..., -1] = 0
-    imag = torch.fft.irfft(quadrature, length, dim=-1)
-    return fft_resample(_compress(real.square_() + imag.square_(), floor), length // DS)
+        quadrature[:, -1] = 0
+    power = torch.fft.irfft(_apply_bank(spectrum, bank), length, dim=-1).square_()
+    imag = torch.fft.irfft(_apply_bank(quadrature, bank), length, dim=-1)
+    power.addcmul_(imag, imag)
+    del imag
+    return fft_resample(_compress_(power, floor), length // DS)
 
 
 def _decimated_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tensor) -> torch.Tensor:
@@ -116,7 +124,7 @@ def _decimated_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tenso
     for factor, bands, index, weights in _decimated_supports(length, spectrum.real.dtype, spectrum.device):
         baseband = torch.fft.ifft(spectrum[:, index] * weights, length // factor, dim=-1)
         power = baseband.abs().square_() * (1.0 / factor**2)
-        envelopes[:, list(bands)] = fft_resample(_compress(power, floor), num_env)
+        envelopes[:, list(bands)] = fft_resample(_compress_(power, floor), num_env)
     return envelopes
 
 
