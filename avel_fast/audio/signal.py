@@ -49,10 +49,15 @@ def fft_resample(x: torch.Tensor, new_length: int) -> torch.Tensor:
     return torch.fft.irfft(spectrum, new_length, dim=-1) * (new_length / length)
 
 
-def default_chunk(device: torch.device, bytes_per_clip: int) -> int:
-    """Clips per batch: 1 on the CPU (measured fastest), else a quarter of the free CUDA memory."""
+def squared_magnitude(z: torch.Tensor) -> torch.Tensor:
+    """|z|² = Re² + Im² of a complex tensor, without the hypot of `abs` (several times faster on the CPU)."""
+    return z.real.square().addcmul_(z.imag, z.imag)
+
+
+def default_chunk(device: torch.device, bytes_per_clip: int, cpu_chunk: int = 1) -> int:
+    """Clips per batch: `cpu_chunk` on the CPU (measured fastest), else a quarter of the free CUDA memory."""
     if device.type != "cuda":
-        return 1
+        return cpu_chunk
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, int(free // 4 // max(bytes_per_clip, 1)))
 

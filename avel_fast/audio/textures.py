@@ -29,7 +29,7 @@ from avel_fast.audio.filterbanks import (
     resampled_length,
     subband_filters,
 )
-from avel_fast.audio.signal import as_waveform_batch, check_chunk, default_chunk, fft_resample
+from avel_fast.audio.signal import as_waveform_batch, check_chunk, default_chunk, fft_resample, squared_magnitude
 
 METHODS = ("exact", "decimated")
 DECIMATIONS = (50, 25, 10, 5, 2, 1)
@@ -62,7 +62,8 @@ def decimation_plan(length: int) -> list[tuple[int, tuple[int, ...]]]:
 
 @lru_cache(maxsize=32)
 def _subband_bank(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(subband_filters(length).T.copy(), dtype=dtype, device=device).contiguous()
+    """H [32, F] as a complex tensor: complex x complex products vectorise, real x complex ones promote per call."""
+    return torch.as_tensor(subband_filters(length).T.copy(), dtype=dtype, device=device).to(dtype.to_complex())
 
 
 @lru_cache(maxsize=32)
@@ -98,11 +99,6 @@ def _compress_(power: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
     return power.add_(floor[:, None, None]).log_().mul_(COMP / 2).exp_()
 
 
-def _apply_bank(spectrum: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """Spectra [n, F] times real responses [B, F] -> [n, B, F], without promoting the bank to complex."""
-    return torch.view_as_complex(torch.view_as_real(spectrum)[:, None] * bank[None, :, :, None])
-
-
 def _exact_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tensor) -> torch.Tensor:
     """|z_b|² at 20 kHz from Re z_b = irfft(X·H_b) and Im z_b = irfft(-i·X·H_b) (DC and Nyquist zeroed)."""
     bank = _subband_bank(length, spectrum.real.dtype, spectrum.device)
@@ -110,8 +106,8 @@ def _exact_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tensor) -
     quadrature[:, 0] = 0
     if length % 2 == 0:
         quadrature[:, -1] = 0
-    power = torch.fft.irfft(_apply_bank(spectrum, bank), length, dim=-1).square_()
-    imag = torch.fft.irfft(_apply_bank(quadrature, bank), length, dim=-1)
+    power = torch.fft.irfft(spectrum[:, None, :] * bank, length, dim=-1).square_()
+    imag = torch.fft.irfft(quadrature[:, None, :] * bank, length, dim=-1)
     power.addcmul_(imag, imag)
     del imag
     return fft_resample(_compress_(power, floor), length // DS)
@@ -123,7 +119,7 @@ def _decimated_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tenso
     envelopes = spectrum.real.new_empty(spectrum.shape[0], N_BANDS, num_env)
     for factor, bands, index, weights in _decimated_supports(length, spectrum.real.dtype, spectrum.device):
         baseband = torch.fft.ifft(spectrum[:, index] * weights, length // factor, dim=-1)
-        power = baseband.abs().square_() * (1.0 / factor**2)
+        power = squared_magnitude(baseband).mul_(1.0 / factor**2)
         envelopes[:, list(bands)] = fft_resample(_compress_(power, floor), num_env)
     return envelopes
 
@@ -169,7 +165,7 @@ def _statistics(envelopes: torch.Tensor) -> torch.Tensor:
     covariance = (centred[:, first] * centred[:, second]).mean(dim=-1)
     corr = covariance / ((EPS + var[:, first]) * (EPS + var[:, second])).sqrt()
     weights, bank = _modulation_bank(envelopes.shape[-1], envelopes.dtype, envelopes.device)
-    power = (torch.fft.rfft(normalised, dim=-1).abs().square() * weights) @ bank
+    power = (squared_magnitude(torch.fft.rfft(normalised, dim=-1)) * weights) @ bank
     modulation = (power / (EPS + var[..., None])).sqrt()
     return torch.cat([mean, spread, corr, modulation.flatten(1), loudness[:, None]], dim=1)
 
