@@ -62,8 +62,8 @@ def test_kmeans_is_deterministic_and_keeps_the_best_run():
 def test_empty_cluster_takes_the_farthest_point():
     x = torch.tensor([[0.0], [1.0], [10.0], [11.0], [30.0]], dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 1])
-    distances = (x - torch.tensor([[0.5, 17.0, 100.0]], dtype=torch.float64)).square()
-    centers = _update_centers(x, labels, distances, 3)
+    own = (x[:, 0] - torch.tensor([0.5, 0.5, 17.0, 17.0, 17.0], dtype=torch.float64)).square()
+    centers = _update_centers(x, labels, own, 3)
     torch.testing.assert_close(centers, torch.tensor([[0.5], [17.0], [30.0]], dtype=torch.float64))
 
 

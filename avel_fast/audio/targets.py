@@ -60,14 +60,20 @@ def _kmeans_plus_plus(x: torch.Tensor, x_sq: torch.Tensor, k: int, generator: to
     return torch.stack(centers)
 
 
-def _update_centers(x: torch.Tensor, labels: torch.Tensor, distances: torch.Tensor, k: int) -> torch.Tensor:
-    """Cluster means; an empty cluster takes the point farthest from its own centre."""
+def _scores(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """‖c‖² − 2·x·c [N, K]: the squared distances less the per-row constant ‖x‖², one GEMM."""
+    return torch.addmm(centers.square().sum(dim=1)[None], x, centers.T, alpha=-2)
+
+
+def _update_centers(x: torch.Tensor, labels: torch.Tensor, own: torch.Tensor, k: int) -> torch.Tensor:
+    """Cluster means; an empty cluster takes the point farthest from its own centre (`own`: [N] squared
+    distances to the assigned centres)."""
     counts = torch.bincount(labels, minlength=k)
     sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x)
     centers = sums / counts.clamp_min(1)[:, None]
     empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
-        own = distances.gather(1, labels[:, None])[:, 0].clone()
+        own = own.clone()
         for cluster in empty:
             farthest = int(own.argmax())
             centers[cluster] = x[farthest]
@@ -78,15 +84,13 @@ def _update_centers(x: torch.Tensor, labels: torch.Tensor, distances: torch.Tens
 def _lloyd(x, x_sq, centers, max_iter):
     labels = None
     for _ in range(max_iter):
-        distances = _squared_distances(x, x_sq, centers)
-        assigned = distances.argmin(dim=1)
+        best, assigned = _scores(x, centers).min(dim=1)
         if labels is not None and torch.equal(assigned, labels):
             break
         labels = assigned
-        centers = _update_centers(x, labels, distances, centers.shape[0])
-    distances = _squared_distances(x, x_sq, centers)
-    labels = distances.argmin(dim=1)
-    return labels, centers, float(distances.gather(1, labels[:, None]).sum())
+        centers = _update_centers(x, labels, best + x_sq, centers.shape[0])
+    best, labels = _scores(x, centers).min(dim=1)
+    return labels, centers, float((best + x_sq).clamp_min_(0).sum())
 
 
 def kmeans(x, k: int, *, n_init: int = 3, max_iter: int = 100, seed: int = 0) -> KMeansResult:
