@@ -346,11 +346,18 @@ def test_shortest_clip_is_accepted_and_one_sample_less_refused():
         (np.zeros(30_000), AUDIO_SR, {"dtype": torch.float16}, "dtype"),
         (np.zeros(30_000), AUDIO_SR, {"method": "fast"}, "method"),
         (np.zeros(30_000), AUDIO_SR, {"chunk": 0}, "chunk"),
+        (np.zeros(30_000), AUDIO_SR, {"device": "gpu"}, "not a torch device"),
     ],
 )
 def test_bad_input_is_refused(waveform, rate, options, message):
     with pytest.raises(ValueError, match=message):
         texture_statistics(waveform, rate, **options)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_is_refused():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        texture_statistics(np.zeros(30_000), AUDIO_SR, device="cuda")
 
 
 # --- per-segment windows ------------------------------------------------------------------------------------------

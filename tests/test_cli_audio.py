@@ -81,6 +81,8 @@ def test_mfcc_of_whole_clips_of_different_lengths_is_refused(tmp_path):
         (lambda d: write_wav(d / "a.wav", 5.0, 16_000), ("mfcc", "{d}/a.wav", "{d}/o.h5", "--per-segment"),
          "too short"),
         (lambda d: (d / "o.h5").write_text("x"), ("textures", "{d}/o.h5", "{d}/o.h5"), "exists"),
+        (lambda d: write_wav(d / "a.wav", 1.2, 16_000), ("textures", "{d}/a.wav", "{d}/o.h5", "--device", "gpu"),
+         "not a torch device"),
         (lambda d: None, ("clusters", "{d}/missing.h5", "{d}/o.h5"), "file not found"),
         (lambda d: (d / "f.h5").write_text("x"), ("clusters", "{d}/f.h5", "{d}/o.h5"), "not an HDF5 file"),
     ],

@@ -11,7 +11,7 @@ def as_waveform_batch(waveform, sample_rate, dtype: torch.dtype, device) -> tupl
     """`waveform` [N, S] or [S] (tensor or array, full-scale floats) as a [N, S] tensor; True when it was 1-D.
 
     Raises ValueError naming the problem: wrong rank, not floating point, NaN/inf, non-positive `sample_rate`,
-    a compute `dtype` other than float32/float64.
+    a compute `dtype` other than float32/float64, an unknown or unavailable `device`.
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
@@ -30,8 +30,19 @@ def as_waveform_batch(waveform, sample_rate, dtype: torch.dtype, device) -> tupl
     if not bool(torch.isfinite(waveform).all()):
         raise ValueError("waveform contains NaN or inf")
     single = waveform.dim() == 1
-    device = waveform.device if device is None else torch.device(device)
+    device = waveform.device if device is None else resolve_device(device)
     return (waveform[None] if single else waveform).to(device=device, dtype=dtype), single
+
+
+def resolve_device(device) -> torch.device:
+    """`device` as a torch.device; ValueError for a name torch does not know or CUDA on a machine without it."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine")
+    return device
 
 
 def fft_resample(x: torch.Tensor, new_length: int) -> torch.Tensor:
