@@ -69,7 +69,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         raise ImportError("reading WAV files needs soundfile: pip install 'avel_fast[audio]'") from err
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, soundfile.LibsndfileError) as err:
+    except RuntimeError as err:  # soundfile.LibsndfileError is a RuntimeError
         raise ValueError(f"{path}: not a readable sound file ({err})") from None
     if samples.shape[0] == 0:
         raise ValueError(f"{path}: the file has no samples")
