@@ -59,6 +59,16 @@ def scalar_test_metrics(report: dict) -> dict[str, float]:
     return values
 
 
+def report_columns(report: dict) -> dict[str, dict[str, float]]:
+    """The scalar metrics of a ``test_metrics.json`` report by table column: ``test``, ``test b2ilc``, ``test
+    broadcast``, ``test right_labels``, ``test right_labels/b2ilc``... (the summary names without the metric)."""
+    columns: dict[str, dict[str, float]] = {}
+    for name, value in scalar_test_metrics(report).items():
+        prefix, _, metric = name.rpartition("/")
+        columns.setdefault(f"test {prefix}" if prefix else "test", {})[metric] = value
+    return columns
+
+
 def read_test_report(run_dir: str | Path) -> dict:
     """The ``test_metrics.json`` of a run; `TrainingError` when the run has none (it did not finish)."""
     path = Path(run_dir) / TEST_METRICS_FILE
