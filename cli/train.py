@@ -177,10 +177,10 @@ def eval_command(
     except (TrainingError, AVEFormatError) as err:
         _fail(err)
     console = Console()
-    title = (
-        f"{config.model} {config.setting}, epoch {metrics['epoch']}, {split}, protocol {protocol}"
-        + (" + B2ILC" if b2ilc else "") + f", labels {metrics['labels']}"
-    )
-    console.print(scalar_table(title, {split: metrics}))
+    console.print(
+        f"{config.model} {config.setting}, checkpoint of epoch {metrics['epoch']}, {split} split, protocol "
+        f"{protocol}{' + B2ILC' if b2ilc else ''}, labels {metrics['labels']}", soft_wrap=True
+    )  # fmt: skip
+    console.print(scalar_table(f"{split} metrics", {split: metrics}))
     console.print(per_class_table(metrics, CLASS_NAMES))
     console.print(f"predictions: {metrics['predictions']}", soft_wrap=True)
