@@ -176,8 +176,13 @@ def test_bad_label_files_exit_1_with_the_file_and_the_problem(runs, tmp_path):
         result = invoke("eval", run_dir, "--labels", tmp_path / name)
         assert result.exit_code == 1, (name, result.output)
         assert name in result.output and problem in result.output.replace("\n", ""), result.output
-        out = tmp_path / f"run-{name}"
-        result = invoke("train", "dpnet", "--preset", "smoke", "--eval-labels", tmp_path / name, "--out", out)
-        assert result.exit_code == 1 and problem in result.output.replace("\n", ""), result.output
-        assert not out.exists()
     assert (run_dir / "test_predictions.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["two_hot.h5", "b2ilc.h5"])
+def test_train_refuses_a_bad_eval_label_file_before_writing_anything(tmp_path, name):
+    problem = bad_label_files(tmp_path)[name]
+    out = tmp_path / "run"
+    result = invoke("train", "dpnet", "--preset", "smoke", "--eval-labels", tmp_path / name, "--out", out)
+    assert result.exit_code == 1 and problem in result.output.replace("\n", ""), result.output
+    assert not out.exists()

@@ -1,7 +1,8 @@
 """Several seeds of one configuration: their run directories and the summary of their test metrics
 (docs/metrics.md#seeds).
 
-A sweep directory holds one run directory per seed, ``seed-<k>/``, and ``summary.json``::
+A sweep directory (`avel_fast.train.seeds.train_seeds`, ``avel-fast train --seeds``) holds one run directory
+per seed, ``seed-<k>/``, and ``summary.json``::
 
     {"seeds": [...], "best_epochs": [...], "metrics": {name: {"mean": m, "std": s, "values": [...]}}}
 
