@@ -45,7 +45,8 @@ def test_summary_is_the_mean_and_sample_std_of_the_seeds_test_metrics(sweep):
     summary = read_summary(out)
     runs = per_seed_values(out, [0, 1])
     assert raw["seeds"] == [0, 1] and set(raw) == {"seeds", "best_epochs", "metrics"}
-    assert raw["best_epochs"] == [json.loads((seed_dir(out, k) / "test_metrics.json").read_text())["epoch"] for k in (0, 1)]
+    reports = [json.loads((seed_dir(out, seed) / "test_metrics.json").read_text()) for seed in (0, 1)]
+    assert raw["best_epochs"] == [report["epoch"] for report in reports]
     assert set(summary["metrics"]) == set(SCALAR_METRICS)
     for name, entry in summary["metrics"].items():
         values = [run[name] for run in runs]
@@ -79,12 +80,15 @@ def _killed_after_one_epoch(monkeypatch):
     monkeypatch.setattr(seeds_module, "train", train_then_die)
 
 
-@pytest.mark.parametrize("killed", ["between seeds", "during the second seed"])
+@pytest.mark.parametrize("killed", ["between seeds", "in the first epoch of the second seed", "during the second seed"])
 def test_an_interrupted_sweep_resumes_to_the_same_summary(sweep, tmp_path, monkeypatch, killed):
     out, _ = sweep
     cut = tmp_path / "cut"
     cut.mkdir()
     shutil.copytree(seed_dir(out, 0), seed_dir(cut, 0))  # what the sweep left when it finished seed 0
+    if killed == "in the first epoch of the second seed":  # a run leaves its config.json alone until then
+        seed_dir(cut, 1).mkdir()
+        shutil.copy(seed_dir(out, 1) / "config.json", seed_dir(cut, 1))
     if killed == "during the second seed":
         _killed_after_one_epoch(monkeypatch)
         with pytest.raises(KeyboardInterrupt):

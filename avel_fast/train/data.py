@@ -89,9 +89,9 @@ class RunData:
     val: ResidentDataset
     test: ResidentDataset
     train_labels: torch.Tensor  # CPU int64 [N, T] of the training rows (the Replicate databases)
-    stats: FeatureStats | None  # the standardization, None when the run uses raw features
     test_index: torch.Tensor  # CPU int64 [N]: the test rows' indices into the dataset's videos
     num_videos: int  # videos of the dataset (rows of its label files), the background-only ones left out
+    stats: FeatureStats | None  # the standardization, None when the run uses raw features
 
 
 @dataclass
@@ -164,9 +164,9 @@ def load_run_data(config: TrainConfig) -> RunData:
         val=ResidentDataset(val, device=config.device),
         test=ResidentDataset(test, device=config.device),
         train_labels=train.labels,
-        stats=stats,
         test_index=test_index,
         num_videos=num_videos,
+        stats=stats,
     )
 
 

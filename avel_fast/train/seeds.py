@@ -2,8 +2,9 @@
 
 ``train_seeds(config, out, n)`` trains seeds ``config.seed .. config.seed + n - 1`` one after the other into
 ``out/seed-<k>/``, each an ordinary run directory, then writes ``out/summary.json`` (`avel_fast.train.sweep`).
-With ``resume`` an interrupted sweep goes on: finished seeds (``test_metrics.json``) are kept, a seed with a
-``last.pt`` resumes from it, the others start; every stored config must be the sweep's own but for the seed.
+With ``resume`` an interrupted sweep goes on: finished seeds (``test_metrics.json``) are kept, a seed whose run
+directory holds more than its ``config.json`` resumes (`train` with ``resume``), the others start; every stored
+config must be the sweep's own but for the seed.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from avel_fast.train.config import TrainConfig, TrainingError
 from avel_fast.train.engine import resume_config, train
 from avel_fast.train.progress import TrainProgress
-from avel_fast.train.run_dir import CONFIG_FILE, LAST_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config
+from avel_fast.train.run_dir import CONFIG_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config
 from avel_fast.train.sweep import seed_dir, summarize, sweep_seeds, write_summary
 
 
@@ -65,7 +66,7 @@ def train_seeds(
         if (run_dir / TEST_METRICS_FILE).is_file():
             reporter.note(f"seed {seed} ({position}/{len(seeds)}): finished, kept")
             continue
-        resumed = (run_dir / LAST_FILE).is_file()
+        resumed = run_dir.is_dir() and any(path.name != CONFIG_FILE for path in run_dir.iterdir())
         reporter.note(f"seed {seed} ({position}/{len(seeds)}): {'resuming' if resumed else 'training'} {run_dir}")
         train(seed_config, run_dir, resume=resumed, progress=reporter)
     summary = summarize([seed_dir(sweep_dir, seed) for seed in seeds], seeds)
