@@ -52,6 +52,7 @@ class TrainConfig:
     smb_per_class: int = 250
     seed: int = 0
     data: str | None = None  # an AVE directory; None = the synthetic set
+    eval_labels: str | None = None  # a second label file scoring the test split (docs/metrics.md#label-sets)
     data_seed: int = 0
     synthetic_videos: int = 4143
     synthetic_background_videos: int = 178

@@ -6,8 +6,9 @@ default) and the loss of the model's family (`ModelFamily.objective`:
 segment cross-entropy in SEL, `mil_loss` on the video labels in WSEL, plus what the family adds: DPNet's
 replicas, EDRNet's LSS). After each epoch: segment metrics on validation, ``metrics.jsonl``, ``best.pt`` when
 the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``. At the end: the
-best-on-validation checkpoint scored on test (and after the family's post-processings, e.g. EDRNet's B2ILC),
-``test_metrics.json``. Test never takes part in selection.
+best-on-validation checkpoint scored on test (every protocol and post-processing of `avel_fast.train.evaluation`,
+against the data's labels and the ``eval_labels`` file), ``test_metrics.json``, and its raw scores and classes in
+``test_predictions.h5`` (docs/metrics.md#saved-predictions). Test never takes part in selection.
 
 Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
 replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
@@ -28,10 +29,18 @@ from torch import nn
 from avel_fast.data import ResidentDataset
 from avel_fast.metrics import SCALAR_METRICS, segment_metrics
 from avel_fast.postprocess import b2ilc
+from avel_fast.predictions import DATA_LABELS, predictions_file, write_predictions
 from avel_fast.train.config import TrainConfig, TrainingError
 from avel_fast.train.families import family_of
 from avel_fast.train.families.base import autocast
 from avel_fast.train.data import FeatureStats, RunData, load_run_data, load_split
+from avel_fast.train.evaluation import (
+    check_protocol,
+    label_set_name,
+    protocol_classes,
+    split_label_set,
+    variant_metrics,
+)
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
     BEST_FILE,
@@ -162,20 +171,36 @@ def _checkpoint_model(model: nn.Module, data: RunData, config: TrainConfig, epoc
     }  # fmt: skip
 
 
-def test_report(model: nn.Module, test: ResidentDataset, config: TrainConfig, best: dict) -> dict:
-    """Test metrics of the best-on-validation checkpoint `best`, also after the family's post-processings."""
+def test_report(
+    model: nn.Module, test: ResidentDataset, config: TrainConfig, best: dict, label_sets: dict[str, tuple] | None = None
+) -> tuple[dict, torch.Tensor]:
+    """Test metrics of the best-on-validation checkpoint `best` in every variant (`variant_metrics`), also
+    against each label set ``name -> (file, labels [N, T] of the test rows)``; returns them and the raw scores."""
     model.load_state_dict(best["model"])
-    predictions = predict(model, test, config)
+    scores = predict_scores(model, test, config)
     report = {
         "split": "test",
         "checkpoint": BEST_FILE,
         "epoch": best["epoch"],
         "val_accuracy": best["val_accuracy"],
-        "metrics": segment_metrics(predictions, test.labels),
+        "labels": DATA_LABELS,
+        "predictions": predictions_file("test"),
+        **variant_metrics(scores, test.labels, config),
     }
-    for name, postprocess in family_of(config.model).postprocessings(config).items():
-        report[name] = segment_metrics(postprocess(predictions), test.labels)
-    return report
+    if label_sets:
+        report["label_sets"] = {
+            name: {"file": file, **variant_metrics(scores, labels, config)}
+            for name, (file, labels) in label_sets.items()
+        }
+    return report, scores
+
+
+def eval_label_sets(config: TrainConfig, data: RunData) -> dict[str, tuple]:
+    """The label set of ``config.eval_labels`` at the test rows, as `test_report` takes it (checked up front)."""
+    if config.eval_labels is None:
+        return {}
+    labels = split_label_set(config.eval_labels, data.test_index, data.num_videos)
+    return {label_set_name(config.eval_labels): (config.eval_labels, labels)}
 
 
 def train(
@@ -203,6 +228,7 @@ def train(
     if note:
         progress.note(note)
     data = load_run_data(config)
+    label_sets = eval_label_sets(config, data)
     seed_everything(config.seed)
     model = build_model(config)
     optimizer = build_optimizer(config, model)
@@ -247,7 +273,9 @@ def train(
             progress.epoch_done(record)
     if stop < config.epochs:
         return None
-    report = test_report(model, data.test, config, load_checkpoint(run_dir / BEST_FILE, config.device))
+    best = load_checkpoint(run_dir / BEST_FILE, config.device)
+    report, scores = test_report(model, data.test, config, best, label_sets)
+    write_predictions(run_dir / predictions_file("test"), data.test_index, scores.argmax(dim=-1), scores)
     write_json(run_dir / TEST_METRICS_FILE, report)
     return report
 
@@ -266,19 +294,36 @@ def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
 
 
 def evaluate_run(
-    run_dir: str | Path, *, split: str = "test", use_b2ilc: bool = False, device: str | None = None
+    run_dir: str | Path,
+    *,
+    split: str = "test",
+    use_b2ilc: bool = False,
+    device: str | None = None,
+    protocol: str = "argmax",
+    labels: str | Path | None = None,
 ) -> tuple[TrainConfig, dict]:
-    """Segment metrics of the run's best-on-validation checkpoint on `split` (optionally after B2ILC)."""
+    """Segment metrics of the run's best-on-validation checkpoint on `split` under `protocol`
+    (docs/metrics.md#protocols), optionally after B2ILC, against the data's labels or the label file `labels`
+    (docs/metrics.md#label-sets).
+
+    Writes the split's raw scores and the protocol's classes to ``<split>_predictions.h5`` in the run directory
+    (atomically, replacing an earlier evaluation of the split), the protocol and label set in its attributes.
+    """
     run_dir = Path(run_dir)
+    check_protocol(protocol)
     config = read_config(run_dir, device=device)
     configure_precision(config)
     best = load_checkpoint(run_dir / BEST_FILE, config.device)
     stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
     rows = load_split(config, split, stats)
+    target = rows.rows.labels if labels is None else split_label_set(labels, rows.video_index, rows.num_videos)
+    label_name = DATA_LABELS if labels is None else str(Path(labels).resolve())
     model = build_model(config)
     model.load_state_dict(best["model"])
-    predictions = predict(model, rows, config)
-    if use_b2ilc:
-        predictions = b2ilc(predictions)
-    metrics = segment_metrics(predictions, rows.labels)
-    return config, {"split": split, "epoch": best["epoch"], "b2ilc": use_b2ilc, **metrics}
+    scores = predict_scores(model, rows.rows, config)
+    classes = protocol_classes(scores, protocol, config)
+    path = run_dir / predictions_file(split)
+    write_predictions(path, rows.video_index, classes, scores, protocol=protocol, labels=label_name)
+    metrics = segment_metrics(b2ilc(classes) if use_b2ilc else classes, target)
+    result = {"split": split, "epoch": best["epoch"], "protocol": protocol, "b2ilc": use_b2ilc, "labels": label_name}
+    return config, {**result, "predictions": str(path), **metrics}
