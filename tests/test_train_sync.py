@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import avel_fast.nn.lss
-from avel_fast.train import resolve_config, train
+from avel_fast.train import TrainingError, resolve_config, train
 from avel_fast.train.engine import EpochTrainer
 from avel_fast.train.families.dpnet import ReplicaObjective
+from avel_fast.train.run_dir import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,3 +102,19 @@ def test_cuda_training_steps_do_not_synchronize(tmp_path, monkeypatch, model, op
             torch.ones(1, device="cuda").item()  # the mode catches a read
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cuda_graphs_are_refused_without_cuda():
+    with pytest.raises(TrainingError, match="--cuda-graphs needs a CUDA device"):
+        resolve_config("dpnet", preset="smoke", device="cpu", cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("options", [dict(compile=True), dict(cuda_graphs=True)])
+def test_cuda_compiled_training_follows_the_eager_losses(tmp_path, options):
+    losses = {}
+    for name, extra in (("eager", {}), ("compiled", options)):
+        config = resolve_config("dpnet", preset="smoke", device="cuda", replicate=True, link=True, dropout=0.0, **extra)
+        train(config, tmp_path / name)
+        losses[name] = [record["train_loss"] for record in read_metrics(tmp_path / name)]
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
