@@ -2,6 +2,7 @@
 ``torch.cuda.set_sync_debug_mode("error")``; on the CPU every read of a tensor value inside the step raises,
 except those of torch's own optimizers (their step counters live on the host on every device) and of the CPU path
 of the fast LSS (`avel_fast.nn.lss.row_coefficients`; on CUDA the Triton kernel runs instead)."""
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import torch
 
 import avel_fast.nn.lss
 from avel_fast.train import TrainingError, resolve_config, train
-from avel_fast.train.engine import EpochTrainer
+from avel_fast.train.distributed import DistributedContext
+from avel_fast.train.engine import EpochTrainer, trained_module
 from avel_fast.train.families.dpnet import ReplicaObjective
 from avel_fast.train.run_dir import read_metrics
 
@@ -104,9 +106,12 @@ def test_cuda_training_steps_do_not_synchronize(tmp_path, monkeypatch, model, op
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_cuda_graphs_are_refused_without_cuda():
+def test_cuda_graphs_are_refused_without_cuda_and_under_torchrun():
     with pytest.raises(TrainingError, match="--cuda-graphs needs a CUDA device"):
         resolve_config("dpnet", preset="smoke", device="cpu", cuda_graphs=True)
+    config = dataclasses.replace(resolve_config("dpnet", preset="smoke", device="cpu"), cuda_graphs=True)
+    with pytest.raises(TrainingError, match="--cuda-graphs runs on a single process"):
+        trained_module(torch.nn.Linear(1, 1), config, DistributedContext(rank=0, world_size=2))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -135,7 +135,10 @@ def restore_rng_state(state: dict, device: str) -> None:
 
 def trained_module(model: nn.Module, config: TrainConfig, context: DistributedContext) -> nn.Module:
     """What the training steps call: `model` (in `DistributedDataParallel` under torchrun), compiled with
-    ``compile``, and with ``cuda_graphs`` compiled in torch.compile's "reduce-overhead" mode (CUDA graphs)."""
+    ``compile``, and with ``cuda_graphs`` compiled in torch.compile's "reduce-overhead" mode (CUDA graphs; one
+    process only: replaying DDP's gradient hooks inside captured graphs is not something this engine checks)."""
+    if config.cuda_graphs and context.distributed:
+        raise TrainingError("--cuda-graphs runs on a single process: leave it out under torchrun")
     module = context.wrap(model)
     if config.cuda_graphs:
         return torch.compile(module, mode="reduce-overhead")
