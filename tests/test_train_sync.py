@@ -10,6 +10,9 @@ import pytest
 import torch
 
 import avel_fast.nn.lss
+from avel_fast import nn as fast_nn
+from avel_fast.data.dataset import video_labels_from_segments
+from avel_fast.reference import mil_loss
 from avel_fast.train import TrainingError, resolve_config, train
 from avel_fast.train.distributed import DistributedContext
 from avel_fast.train.engine import EpochTrainer, trained_module
@@ -123,3 +126,18 @@ def test_cuda_compiled_training_follows_the_eager_losses(tmp_path, options):
         train(config, tmp_path / name)
         losses[name] = [record["train_loss"] for record in read_metrics(tmp_path / name)]
     assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3)
+
+
+def test_label_checks_turned_off_give_the_same_losses():
+    """The training loop skips the label checks that read values (its labels were checked when loaded)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 10, 29, generator=generator)
+    labels = torch.randint(0, 29, (3, 10), generator=generator)
+    video_labels = video_labels_from_segments(labels).float()
+    assert mil_loss(logits, video_labels, check_labels=False) == mil_loss(logits, video_labels)
+    with pytest.raises(ValueError, match="non-negative"):
+        mil_loss(logits, -video_labels)
+    features = torch.randn(3, 10, 16, generator=generator)
+    assert fast_nn.LSSLoss(check_labels=False)(features, labels) == fast_nn.LSSLoss()(features, labels)
+    with pytest.raises(ValueError, match="labels must lie in 0..28"):
+        fast_nn.LSSLoss()(features, labels + 29)
