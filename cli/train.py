@@ -68,7 +68,7 @@ def train_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N; default cuda when present."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | tf32 (CUDA) | bf16 (autocast)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="fast (avel_fast.models) | reference."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     cuda_graphs: Optional[bool] = typer.Option(
         None, "--cuda-graphs/--no-cuda-graphs", help="CUDA only: compile and replay the steps as CUDA graphs."
     ),
@@ -95,7 +95,7 @@ def train_command(
         dim=dim, visual_channels=visual_channels, dropout=dropout, seed=seed, data_seed=data_seed, device=device, precision=precision,
         backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
         smb=smb, smb_per_class=smb_per_class, data=str(data.resolve()) if data is not None else None,
-        compile=compile, cuda_graphs=cuda_graphs,
+        compile=compile_model, cuda_graphs=cuda_graphs,
     )  # fmt: skip
     try:
         if resume:
