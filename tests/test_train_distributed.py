@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from avel_fast.train import resolve_config, train
-from avel_fast.train.distributed import DistributedContext
+from avel_fast.train import TrainingError
+from avel_fast.train.distributed import TIMEOUT_ENV, DistributedContext, distributed_context
 from avel_fast.train.run_dir import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -105,7 +106,9 @@ def _rank_of(pid: int) -> int | None:
     return next((int(v[len(b"RANK="):]) for v in variables if v.startswith(b"RANK=")), None)
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks' processes through /proc")
+@pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file(), reason="finds the ranks through /proc"
+)
 def test_a_killed_rank_ends_the_job_with_an_error(tmp_path):
     out = tmp_path / "run"
     process = torchrun(*smoke_args("dpnet", out, epochs=200))
@@ -132,3 +135,12 @@ def test_shares_cover_the_global_batch_in_order_and_weigh_to_its_mean(world_size
     losses = torch.rand(batch, dtype=torch.float64)  # per-video losses; DDP averages the weighted share means
     reduced = sum(share.weight * losses[share.positions].mean() for share in got) / world_size
     assert float(reduced) == pytest.approx(float(losses.mean()))
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_bad_timeout_is_refused_before_the_process_group_starts(monkeypatch, value):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(TIMEOUT_ENV, value)
+    with pytest.raises(TrainingError, match=f"{TIMEOUT_ENV}={value!r}: expected a positive number of seconds"):
+        with distributed_context("cpu"):
+            pass

@@ -5,8 +5,8 @@ Every process (rank) holds the whole resident dataset and a replica of the model
 batch of ``--batch-size`` videos, in the order a single process uses, is cut into contiguous shares, one per rank
 (`DistributedContext.share`); the loss of a share is weighted by its size so that DDP's average of the gradients
 is the single-process gradient of every loss that is a mean over videos. Evaluation splits the rows the same way
-and gathers the scores in order. Rank 0 alone reads and writes the run directory and reports progress; what it
-reads reaches the others by broadcast (`DistributedContext.on_main`), so nodes need no shared filesystem.
+and gathers the scores in order. Rank 0 alone reads and writes the run directory and reports progress; the
+checkpoints it reads reach the others by broadcast (`DistributedContext.on_main`).
 
 Without torchrun's environment (``WORLD_SIZE`` unset or 1) the context is a single process and nothing here
 communicates.
@@ -40,8 +40,8 @@ _NO_BUFFER_SYNC = {
     "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     else "broadcast_buffers": False
 }  # fmt: skip
-"""DDP's switch for the buffer broadcast before every forward (renamed in recent torch): the models' buffers are
-constants and BatchNorm is made synchronous, so every rank holds the same buffers without it."""
+"""DDP's switch for the buffer broadcast before every forward (renamed in recent torch), off: the models' buffers
+are constants, and no model has BatchNorm (`DistributedContext.wrap` makes it synchronous on CUDA)."""
 
 
 @dataclass(frozen=True)
