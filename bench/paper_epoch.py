@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     preset, device = ("smoke", "cpu") if args.dry_run else ("paper", "cuda")
     results = json.loads(args.benchmarks.read_text())
-    results["paper_epoch"] = {precision: time_epochs(preset, device, precision, args.epochs) for precision in PRECISIONS}
+    results["paper_epoch"] = {
+        precision: time_epochs(preset, device, precision, args.epochs) for precision in PRECISIONS
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{machine_name(args.dry_run)}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")

@@ -92,10 +92,10 @@ def train_command(
     console = Console(quiet=not is_main_process())  # under torchrun rank 0 alone prints
     options = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
-        dim=dim, visual_channels=visual_channels, dropout=dropout, seed=seed, data_seed=data_seed, device=device, precision=precision,
-        backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
-        smb=smb, smb_per_class=smb_per_class, data=str(data.resolve()) if data is not None else None,
-        compile=compile_model, cuda_graphs=cuda_graphs,
+        dim=dim, visual_channels=visual_channels, dropout=dropout, seed=seed, data_seed=data_seed, device=device,
+        precision=precision, backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss,
+        lss_weight=lss_weight, smb=smb, smb_per_class=smb_per_class, compile=compile_model, cuda_graphs=cuda_graphs,
+        data=str(data.resolve()) if data is not None else None,
     )  # fmt: skip
     try:
         if resume:
