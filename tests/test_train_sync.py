@@ -1,4 +1,4 @@
-"""A training step reads no tensor value back to the host (docs/training.md#distributed): on CUDA under
+"""A training step reads no tensor value back to the host (docs/distributed.md): on CUDA under
 ``torch.cuda.set_sync_debug_mode("error")``; on the CPU every read of a tensor value inside the step raises,
 except those of torch's own optimizers (their step counters live on the host on every device) and of the CPU path
 of the fast LSS (`avel_fast.nn.lss.row_coefficients`; on CUDA the Triton kernel runs instead)."""

@@ -1,4 +1,4 @@
-"""Data-parallel training over processes started by ``torchrun`` (docs/training.md#distributed).
+"""Data-parallel training over processes started by ``torchrun`` (docs/distributed.md).
 
 Every process (rank) holds the whole resident dataset and a replica of the model wrapped in
 `DistributedDataParallel` (gloo on the CPU, NCCL on CUDA, one GPU per process: ``cuda:LOCAL_RANK``). Each global

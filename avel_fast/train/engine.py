@@ -16,7 +16,7 @@ only random state the loop consumes is torch's, for dropout).
 Under ``torchrun`` the same loop runs data-parallel (`avel_fast.train.distributed`). A training step reads
 nothing back from the device: the batch order is drawn on the host and copied once per epoch, the losses and
 accuracies add up on the device and are read every `PROGRESS_EVERY` steps and at the end of the epoch
-(docs/training.md#distributed).
+(docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def train(
     `resume` continues the run in `run_dir` from its ``last.pt`` (the caller passes the run's own config,
     see `resume_config`). `max_epochs_this_run` stops after that many epochs of this call, leaving a
     resumable run (a time-sliced job; the resume test uses it). Under torchrun every rank calls it with the same
-    arguments and gets the report (docs/training.md#distributed).
+    arguments and gets the report (docs/distributed.md).
     """
     run_dir = Path(run_dir)
     with distributed_context(config.device) as context:

@@ -10,7 +10,7 @@ An objective sees one rank's share of each global batch (`TrainBatch`; the whole
 calls the model it was given (under torchrun the `DistributedDataParallel` wrapper, with ``--compile`` the
 compiled module), returns a loss that is a mean over the videos of its share, keeps what belongs together (a
 video and its replica) in the rows of one video, draws augmentations per position in the global batch, and reads
-no tensor value on the host (docs/training.md#distributed).
+no tensor value on the host (docs/distributed.md).
 """
 from __future__ import annotations
 
