@@ -75,6 +75,8 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = TIMEOUT_S) 
 
 @pytest.mark.parametrize("model", sorted(RUNS))
 def test_two_processes_train_as_one(tmp_path, model):
+    """Smoke sizes: 97 training videos (DPNet) or 97 + 112 SMB-fused (EDRNet) in batches of 16, so each epoch ends
+    with a batch of one video, which one rank trains on while the other runs it with weight 0."""
     expected = single_process_run(model, tmp_path / "one")
     code, output = finish(torchrun(*smoke_args(model, tmp_path / "two")))
     assert code == 0, output
