@@ -78,11 +78,16 @@ def train_command(
     cycle: Optional[int] = typer.Option(None, "--cycle", help="Epochs per cosine cycle (paper 20)."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Model width (paper 768)."),
     visual_channels: Optional[int] = typer.Option(None, "--visual-channels", help="EDRNet 3x3 conv width."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="DPNet: RGCT dropout (paper 0.2)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the run (init, order, augmentations)."),
     data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Seed of the synthetic data."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N; default cuda when present."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | tf32 (CUDA) | bf16 (autocast)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="fast (avel_fast.models) | reference."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    cuda_graphs: Optional[bool] = typer.Option(
+        None, "--cuda-graphs/--no-cuda-graphs", help="CUDA only: compile and replay the steps as CUDA graphs."
+    ),
     standardize: Optional[bool] = typer.Option(
         None, "--standardize/--no-standardize", help="Z-score features with training-set statistics."
     ),
@@ -112,14 +117,16 @@ def train_command(
         train,
         train_seeds,
     )
+    from avel_fast.train.distributed import is_main_process
     from avel_fast.train.sweep import report_columns
 
-    console = Console()
+    console = Console(quiet=not is_main_process())  # under torchrun rank 0 alone prints
     options = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
-        dim=dim, visual_channels=visual_channels, seed=seed, data_seed=data_seed, device=device, precision=precision,
-        backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
-        smb=smb, smb_per_class=smb_per_class, data=str(data.resolve()) if data is not None else None,
+        dim=dim, visual_channels=visual_channels, dropout=dropout, seed=seed, data_seed=data_seed, device=device,
+        precision=precision, backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss,
+        lss_weight=lss_weight, smb=smb, smb_per_class=smb_per_class, compile=compile_model, cuda_graphs=cuda_graphs,
+        data=str(data.resolve()) if data is not None else None,
         eval_labels=str(eval_labels.resolve()) if eval_labels is not None else None,
     )  # fmt: skip
     try:
@@ -146,6 +153,8 @@ def train_command(
             report = train(config, out, resume=resume, progress=RichTrainProgress(console))
     except (TrainingError, AVEFormatError) as err:
         _fail(err)
+    if not is_main_process():
+        return
     if seeds is not None:
         console.print(summary_table(summary))
         console.print(f"sweep directory: {out} (summary.json)")

@@ -16,6 +16,7 @@ from avel_fast.train.config import TrainConfig, TrainingError
 from avel_fast.train.engine import resume_config, train
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import CONFIG_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config
+from avel_fast.train.distributed import is_main_process
 from avel_fast.train.sweep import seed_dir, summarize, sweep_seeds, write_summary
 
 
@@ -49,9 +50,9 @@ def train_seeds(
     *,
     resume: bool = False,
     progress: Callable[[], TrainProgress] = TrainProgress,
-) -> dict:
-    """Train the seeds of the module docstring and return the summary written to ``summary.json``. `progress`
-    makes the progress reporter of each seed's run."""
+) -> dict | None:
+    """Train the seeds of the module docstring and return the summary written to ``summary.json`` (None on the
+    other ranks under torchrun). `progress` makes the progress reporter of each seed's run."""
     sweep_dir = Path(sweep_dir)
     seeds = sweep_seeds(config.seed, num_seeds)
     if not resume:
@@ -69,6 +70,8 @@ def train_seeds(
         resumed = run_dir.is_dir() and any(path.name != CONFIG_FILE for path in run_dir.iterdir())
         reporter.note(f"seed {seed} ({position}/{len(seeds)}): {'resuming' if resumed else 'training'} {run_dir}")
         train(seed_config, run_dir, resume=resumed, progress=reporter)
+    if not is_main_process():  # under torchrun rank 0 alone writes the run directories and the summary
+        return None
     summary = summarize([seed_dir(sweep_dir, seed) for seed in seeds], seeds)
     write_summary(sweep_dir, summary)
     return summary
