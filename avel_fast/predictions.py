@@ -5,7 +5,9 @@ outside the package. For the V videos of the split it holds
 
 * ``video_index`` int64 ``[V]``: the videos' indices into the data directory (rows of its label files);
 * ``pred`` int64 ``[V, T]``: the class of every segment under the protocol in use (h5 attribute ``protocol``);
-* ``scores`` float32 ``[V, T, 29]``: the model's raw segment scores, before any softmax.
+* ``scores`` float32 ``[V, T, 29]``: the model's raw segment scores, before any softmax;
+* h5 attribute ``labels``: the label set the evaluation scored against (``data``: the run's own labels, else the
+  label file; docs/metrics.md#label-sets).
 
 Protocols (docs/metrics.md#protocols):
 
@@ -31,9 +33,14 @@ from avel_fast.metrics import segment_metrics
 from avel_fast.reference.mil import mil_pool
 
 PROTOCOLS = ("argmax", "broadcast")
+PROTOCOL_METRICS = {"argmax": "metrics", "broadcast": "metrics_broadcast"}
+"""The key of ``test_metrics.json`` holding the metrics of each protocol's classes."""
+DATA_LABELS = "data"
+"""The name of the label set of the run's own data (``labels.h5`` of its AVE directory, or the synthetic labels)."""
 BROADCAST_THRESHOLD = 0.5
 """Event probability ``1 - p_background`` from which a segment takes its video's class."""
-VIDEO_INDEX_KEY, PRED_KEY, SCORES_KEY, PROTOCOL_ATTRIBUTE = "video_index", "pred", "scores", "protocol"
+VIDEO_INDEX_KEY, PRED_KEY, SCORES_KEY = "video_index", "pred", "scores"
+PROTOCOL_ATTRIBUTE, LABELS_ATTRIBUTE = "protocol", "labels"
 
 
 def predictions_file(split: str) -> str:
@@ -49,6 +56,7 @@ class Predictions:
     pred: np.ndarray  # int64 [V, T]
     scores: np.ndarray  # float32 [V, T, 29]
     protocol: str
+    labels: str = DATA_LABELS
 
 
 def _check_protocol(protocol: str) -> None:
@@ -128,7 +136,9 @@ def _problem(video_index: np.ndarray, pred: np.ndarray, scores: np.ndarray) -> t
     return None
 
 
-def write_predictions(path: str | Path, video_index, pred, scores, *, protocol: str = "argmax") -> None:
+def write_predictions(
+    path: str | Path, video_index, pred, scores, *, protocol: str = "argmax", labels: str = DATA_LABELS
+) -> None:
     """Write a predictions file atomically (module docstring); tensors or arrays, checked first (ValueError)."""
     _check_protocol(protocol)
     video_index, pred, scores = _as_numpy(video_index), _as_numpy(pred), _as_numpy(scores)
@@ -138,10 +148,15 @@ def write_predictions(path: str | Path, video_index, pred, scores, *, protocol: 
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as file:
         file.attrs[PROTOCOL_ATTRIBUTE] = protocol
+        file.attrs[LABELS_ATTRIBUTE] = labels
         file.create_dataset(VIDEO_INDEX_KEY, data=video_index.astype(np.int64))
         file.create_dataset(PRED_KEY, data=pred.astype(np.int64))
         file.create_dataset(SCORES_KEY, data=scores.astype(np.float32))
     atomic_write(Path(path), lambda stream: stream.write(buffer.getbuffer()))
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def read_predictions(path: str | Path) -> Predictions:
@@ -159,8 +174,7 @@ def read_predictions(path: str | Path) -> Predictions:
             if not isinstance(file.get(key), h5py.Dataset):
                 raise AVEFormatError(path, key, f"dataset missing (file has: {', '.join(file.keys()) or 'nothing'})")
             values[key] = file[key][()]
-        protocol = file.attrs.get(PROTOCOL_ATTRIBUTE)
-    protocol = protocol.decode() if isinstance(protocol, bytes) else protocol
+        protocol, labels = (_text(file.attrs.get(name)) for name in (PROTOCOL_ATTRIBUTE, LABELS_ATTRIBUTE))
     if protocol not in PROTOCOLS:
         raise AVEFormatError(path, "", f"attribute {PROTOCOL_ATTRIBUTE}={protocol!r}: expected one of {PROTOCOLS}")
     problem = _problem(values[VIDEO_INDEX_KEY], values[PRED_KEY], values[SCORES_KEY])
@@ -168,7 +182,7 @@ def read_predictions(path: str | Path) -> Predictions:
         raise AVEFormatError(path, *problem)
     return Predictions(
         video_index=values[VIDEO_INDEX_KEY].astype(np.int64), pred=values[PRED_KEY].astype(np.int64),
-        scores=values[SCORES_KEY].astype(np.float32), protocol=protocol,
+        scores=values[SCORES_KEY].astype(np.float32), protocol=protocol, labels=labels or DATA_LABELS,
     )  # fmt: skip
 
 

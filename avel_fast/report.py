@@ -18,14 +18,20 @@ import numpy as np
 
 from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 from avel_fast.metrics import SCALAR_METRICS
-from avel_fast.predictions import dataset_segment_labels, predictions_file, read_predictions, score_predictions
+from avel_fast.predictions import (
+    PROTOCOL_METRICS,
+    dataset_segment_labels,
+    predictions_file,
+    read_predictions,
+    score_predictions,
+)
 from avel_fast.train.sweep import (
     SUMMARY_FILE,
     format_mean_std,
     metric_label,
     read_summary,
     read_test_report,
-    scalar_test_metrics,
+    report_columns,
     seed_dir,
 )
 from avel_fast.train.run_dir import TEST_METRICS_FILE, read_config, read_metrics
@@ -34,8 +40,6 @@ REPORT_DIR = "report"
 INDEX_FILE = "index.html"
 INSTALL_HINT = "avel-fast report draws its figures with matplotlib: pip install 'avel_fast[report]'"
 TIMELINE_VIDEOS = 6
-PROTOCOL_METRICS = {"argmax": "metrics", "broadcast": "metrics_broadcast"}
-"""The metrics of ``test_metrics.json`` that the classes of a predictions file under each protocol give."""
 DPI = 110
 SHORT_NAMES = (*(name.split(",")[0] for name in CLASS_NAMES), "background")
 BACKGROUND_COLOUR = "#e4e4e4"
@@ -249,15 +253,6 @@ def _page(title: str, body: str) -> str:
             f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def _variant_columns(report: dict) -> dict[str, dict[str, float]]:
-    """The test metrics of a report by column (``test``, ``b2ilc``, ``broadcast``, label sets...)."""
-    columns: dict[str, dict[str, float]] = {}
-    for name, value in scalar_test_metrics(report).items():
-        prefix, _, metric = name.rpartition("/")
-        columns.setdefault(f"test {prefix}" if prefix else "test", {})[metric] = value
-    return columns
-
-
 def _metrics_table(columns: dict[str, dict[str, float]]) -> str:
     rows = [[label, *(_number(values[key]) for values in columns.values())] for key, label in SCALAR_METRICS.items()]
     return _table(["metric", *columns], rows)
@@ -277,7 +272,7 @@ def _run_report(figure, run_dir: Path, out_dir: Path, up_link: str | None = None
     if report is not None:
         parts.append(f"<h2>Test metrics</h2><p>checkpoint of epoch <b>{report['epoch']}</b> (best validation "
                      f"accuracy {_number(report['val_accuracy'])}), scored on the test split</p>")
-        parts.append(_metrics_table(_variant_columns(report)))
+        parts.append(_metrics_table(report_columns(report)))
     else:
         parts.append(f"<p class=\"note\">no {TEST_METRICS_FILE}: the run has not finished.</p>")
     if records:

@@ -1,6 +1,7 @@
 """Root of the `avel-fast` command: sub-commands live in sibling modules."""
 import typer
 
+from avel_fast.cli.audio import audio_app
 from avel_fast.cli.data import data_app
 from avel_fast.cli.env import env
 from avel_fast.cli.report import report_command
@@ -22,6 +23,7 @@ def main() -> None:
 
 app.command("env")(env)
 app.add_typer(data_app, name="data")
+app.add_typer(audio_app, name="audio")
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("report")(report_command)

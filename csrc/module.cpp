@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <limits>
 #include <string>
 
@@ -98,6 +99,16 @@ py::array_t<int64_t> smb_database_sizes(const py::array& labels_in) {
     return sizes;
 }
 
+py::array_t<int64_t> smb_transition_counts(const py::array& labels_in) {
+    const Int64Array labels = labels_array(labels_in);
+    const avel::LabelView view = label_view(labels);
+    const avel::smb::TransitionCounts counts = avel::smb::count_transitions(view);
+    const auto states = static_cast<py::ssize_t>(avel::smb::kNumStates);
+    py::array_t<int64_t> out({py::ssize_t{2}, states + 1, static_cast<py::ssize_t>(view.segments), states});
+    std::copy(counts.flat().begin(), counts.flat().end(), out.mutable_data());
+    return out;
+}
+
 constexpr const char* kPieceTypeNames[avel::replica::kNumPieceTypes] = {
     "start_border", "start_open", "end_border", "end_open", "continue", "background"};
 
@@ -133,10 +144,12 @@ PYBIND11_MODULE(_sampler, m) {
           "Seed of the independent stream `stream` under `seed`.");
 
     m.def("smb_fusion", &smb_fusion, py::arg("labels"), py::arg("per_class"), py::arg("seed"), py::arg("threads") = 1,
-          "SMB video fusion (docs/augmentations.md#smb): (video_idx, segment_idx, labels, states), int64 "
-          "[28*per_class, T] each.");
+          "SMB video fusion (docs/augmentations.md#smb): (video_idx, segment_idx, labels, states), "
+          "int64 [28*per_class, T] each.");
     m.def("smb_database_sizes", &smb_database_sizes, py::arg("labels"),
           "Instances per (event class, SMB state), int64 [28, 8].");
+    m.def("smb_transition_counts", &smb_transition_counts, py::arg("labels"),
+          "SMB transition counts of the labels' own state sequences, int64 [2, 9, T, 8].");
     py::class_<avel::replica::Sampler>(m, "ReplicaSampler",
                                        "Sub-event databases and replica plans (docs/augmentations.md#replicate).")
         .def(py::init([](const py::array& labels) {

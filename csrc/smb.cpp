@@ -1,9 +1,10 @@
-// SMB video fusion: databases (step 1), feasibility (step 2), class checks (step 3), generation (step 4),
-// mirroring avel_fast/reference/augment.py.
+// SMB video fusion: databases (step 1), transition counts (step 2), feasibility (step 3), class checks (step 4),
+// generation (step 5), mirroring avel_fast/reference/augment.py.
 #include "smb.hpp"
 
 #include <algorithm>
 #include <thread>
+#include <utility>
 
 #include "rng.hpp"
 
@@ -17,18 +18,22 @@ struct Successors {
     int count;
 };
 
-// Indexed by state, then kBegin; same order as SMB_SUCCESSORS in the twin.
-constexpr Successors kAfterBackground{{kBg1, kBg2, kStart2, 0}, 3};
+// kSuccessors[started][state] (state kBegin last), started = a START is at or before the state; same order as
+// SMB_SUCCESSORS in the twin.
+constexpr Successors kNone{{0, 0, 0, 0}, 0};
+constexpr Successors kBeforeEvent{{kBg1, kBg2, kStart2, 0}, 3};
 constexpr Successors kInsideEvent{{kContinue1, kContinue2, kEnd1, kEnd2}, 4};
-constexpr std::array<Successors, kNumStates + 1> kSuccessors = {
-    kAfterBackground, kAfterBackground, kInsideEvent, kInsideEvent, kInsideEvent, kInsideEvent,
-    Successors{{0, 0, 0, 0}, 0}, kAfterBackground, Successors{{kBg1, kBg2, kStart1, kStart2}, 4},
-};
+constexpr Successors kAfterEvent{{kBg1, kBg2, 0, 0}, 2};
+constexpr std::array<std::array<Successors, kNumStates + 1>, 2> kSuccessors = {{
+    {kBeforeEvent, kBeforeEvent, kNone, kNone, kNone, kNone, kNone, kNone,
+     Successors{{kBg1, kBg2, kStart1, kStart2}, 4}},
+    {kAfterEvent, kAfterEvent, kInsideEvent, kInsideEvent, kInsideEvent, kInsideEvent, kNone, kAfterEvent, kNone},
+}};
 
 bool is_start(int s) { return s == kStart1 || s == kStart2; }
 bool is_terminal(int s) { return s == kBg1 || s == kBg2 || s == kEnd1 || s == kEnd2; }
 
-// good[(h * kNumStates + s) * (T + 1) + p] of step 2 for one class.
+// good[(h * kNumStates + s) * (T + 1) + p] of step 3 for one class.
 class Feasibility {
 public:
     Feasibility(const Databases& db, int64_t event_class) : T_(db.segments), good_(2 * kNumStates * (T_ + 1), 0) {
@@ -43,7 +48,7 @@ public:
                     if (q == T_) {
                         ok = started && is_terminal(s);
                     } else {
-                        const Successors& next = kSuccessors[s];
+                        const Successors& next = kSuccessors[started][s];
                         for (int i = 0; i < next.count && !ok; ++i) ok = good(started, next.states[i], q);
                     }
                     good_[index(h, s, p)] = ok;
@@ -61,8 +66,43 @@ private:
     std::vector<uint8_t> good_;
 };
 
-void fuse_class(const LabelView& labels, const Databases& db, const Feasibility& table, int64_t event_class,
-                int64_t per_class, uint64_t seed, const Output& out) {
+// Covers segments first..stop-1 with two-segment states `two`, then `one` if the count is odd (step 2).
+void add_stretch(std::vector<std::pair<int, int64_t>>& states, int two, int one, int64_t first, int64_t stop) {
+    for (int64_t p = first; p < stop - 1; p += 2) states.emplace_back(two, p);
+    if ((stop - first) % 2) states.emplace_back(one, stop - 1);
+}
+
+// The canonical (state, position) sequence of a video with one event run of >= 2 segments (step 2); false for
+// any other video.
+bool decompose(const int64_t* row, int64_t T, std::vector<std::pair<int, int64_t>>& states) {
+    int64_t a = -1, b = -1, event_segments = 0;
+    for (int64_t t = 0; t < T; ++t) {
+        if (row[t] == kBackground) continue;
+        if (a < 0) a = t;
+        if (row[t] != row[a]) return false;
+        b = t;
+        ++event_segments;
+    }
+    if (event_segments < 2 || b - a + 1 != event_segments) return false;
+    states.clear();
+    if (a == 0) {
+        states.emplace_back(kStart1, 0);
+    } else {
+        add_stretch(states, kBg2, kBg1, 0, a - 1);
+        states.emplace_back(kStart2, a - 1);
+    }
+    add_stretch(states, kContinue2, kContinue1, a + 1, b);
+    if (b == T - 1) {
+        states.emplace_back(kEnd1, b);
+    } else {
+        states.emplace_back(kEnd2, b);
+        add_stretch(states, kBg2, kBg1, b + 2, T);
+    }
+    return true;
+}
+
+void fuse_class(const LabelView& labels, const Databases& db, const TransitionCounts& counts,
+                const Feasibility& table, int64_t event_class, int64_t per_class, uint64_t seed, const Output& out) {
     const int64_t T = labels.segments;
     SplitMix64 rng(derive_seed(seed, static_cast<uint64_t>(event_class)));
     std::vector<std::pair<int, int64_t>> chosen;
@@ -75,12 +115,21 @@ void fuse_class(const LabelView& labels, const Databases& db, const Feasibility&
         int h = 0;
         while (p < T) {
             std::array<int, 4> candidates{};
+            std::array<uint64_t, 4> weights{};
+            uint64_t total = 0;
             int count = 0;
-            const Successors& next = kSuccessors[prev];
+            const Successors& next = kSuccessors[h][prev];
             for (int k = 0; k < next.count; ++k) {
-                if (table.good(h, next.states[k], p)) candidates[count++] = next.states[k];
+                const int s = next.states[k];
+                if (!table.good(h, s, p)) continue;
+                candidates[count] = s;
+                weights[count] = static_cast<uint64_t>(counts.at(h, prev, p, s)) + 1;
+                total += weights[count++];
             }
-            const int s = candidates[rng.below(static_cast<uint64_t>(count))];
+            uint64_t r = rng.below(total);
+            int pick = 0;
+            while (r >= weights[pick]) r -= weights[pick++];
+            const int s = candidates[pick];
             chosen.emplace_back(s, p);
             p += kLength[s];
             h = (h || is_start(s)) ? 1 : 0;
@@ -140,23 +189,41 @@ Databases build_databases(const LabelView& labels) {
     return db;
 }
 
+TransitionCounts count_transitions(const LabelView& labels) {
+    TransitionCounts counts(labels.segments);
+    std::vector<std::pair<int, int64_t>> states;
+    states.reserve(labels.segments);
+    for (int64_t v = 0; v < labels.videos; ++v) {
+        if (!decompose(labels.row(v), labels.segments, states)) continue;
+        int prev = kBegin;
+        int h = 0;
+        for (const auto& [s, p] : states) {
+            ++counts.at(h, prev, p, s);
+            prev = s;
+            h = (h || is_start(s)) ? 1 : 0;
+        }
+    }
+    return counts;
+}
+
 void fuse(const LabelView& labels, int64_t per_class, uint64_t seed, int threads, const Output& out) {
     if (per_class < 1) throw std::invalid_argument("per_class must be >= 1, got " + std::to_string(per_class));
     const Databases db = build_databases(labels);
+    const TransitionCounts counts = count_transitions(labels);
     std::vector<Feasibility> tables;
     tables.reserve(kNumEventClasses);
     for (int64_t e = 0; e < kNumEventClasses; ++e) {
         if (!db.present[e]) throw ClassError(e, true);
         tables.emplace_back(db, e);
         bool any = false;
-        const Successors& first = kSuccessors[kBegin];
+        const Successors& first = kSuccessors[0][kBegin];
         for (int k = 0; k < first.count; ++k) any = any || tables.back().good(0, first.states[k], 0);
         if (!any) throw ClassError(e, false);
     }
     const int workers = std::max(1, std::min<int>(threads, kNumEventClasses));
     auto run = [&](int worker) {
         for (int64_t e = worker; e < kNumEventClasses; e += workers) {
-            fuse_class(labels, db, tables[e], e, per_class, seed, out);
+            fuse_class(labels, db, counts, tables[e], e, per_class, seed, out);
         }
     };
     if (workers == 1) {

@@ -1,5 +1,7 @@
-// State Machine Based video fusion (EDRNet Alg. 1, Table 1; SPEC §6.1). The algorithm, step by step, is
-// written once in avel_fast/reference/augment.py (the Python twin); this file mirrors it draw for draw.
+// State Machine Based video fusion (EDRNet Alg. 1, Table 1; docs/augmentations.md#smb): a state machine, with
+// transitions drawn at the training labels' own frequencies, writes a state sequence per fused video, and each
+// state is filled with a random instance of that state from the class's training videos. The algorithm, step by
+// step, is written once in avel_fast/reference/augment.py (the Python twin); this file mirrors it draw for draw.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -26,6 +28,26 @@ struct Databases {
 
 Databases build_databases(const LabelView& labels);
 
+// Step 2: counts[h][prev][p][s] (prev = kNumStates for the sequence's beginning), pooled over all videos.
+class TransitionCounts {
+public:
+    explicit TransitionCounts(int64_t segments) : T_(segments), counts_(2 * (kNumStates + 1) * T_ * kNumStates, 0) {}
+
+    int64_t& at(int h, int prev, int64_t p, int s) { return counts_[index(h, prev, p, s)]; }
+    int64_t at(int h, int prev, int64_t p, int s) const { return counts_[index(h, prev, p, s)]; }
+    const std::vector<int64_t>& flat() const { return counts_; }  // row-major [2, kNumStates + 1, T, kNumStates]
+
+private:
+    int64_t index(int h, int prev, int64_t p, int s) const {
+        return ((h * (kNumStates + 1) + prev) * T_ + p) * kNumStates + s;
+    }
+
+    int64_t T_;
+    std::vector<int64_t> counts_;
+};
+
+TransitionCounts count_transitions(const LabelView& labels);
+
 // An event class that cannot be fused (absent, or no valid sequence): the binding names it in a ValueError.
 struct ClassError : std::runtime_error {
     ClassError(int64_t cls, bool no_videos)
@@ -42,7 +64,7 @@ struct Output {
     int64_t* state;
 };
 
-// Steps 2-4; classes are spread over `threads` std::threads (each class has its own stream, so the output
+// Steps 2-5; classes are spread over `threads` std::threads (each class has its own stream, so the output
 // does not depend on the thread count).
 void fuse(const LabelView& labels, int64_t per_class, uint64_t seed, int threads, const Output& out);
 

@@ -1,10 +1,12 @@
-"""SMB video fusion (SPEC §6.1, EDRNet Alg. 1 / Table 1): native == Python twin, Table 1 invariants, bad inputs."""
+"""SMB video fusion (docs/augmentations.md#smb, EDRNet Alg. 1 / Table 1): native == Python twin, Table 1
+invariants, transition counts, a fused set that looks like the training set, bad inputs."""
 import numpy as np
 import pytest
 import torch
 
-from avel_fast.augment import SMB_STATE_NAMES, smb_database_sizes, smb_fusion
+from avel_fast.augment import SMB_STATE_NAMES, smb_database_sizes, smb_fusion, smb_transition_counts
 from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_EVENT_CLASSES
+from avel_fast.data import synthetic_labels
 
 BG, FG = "BG", "FG"
 # Table 1, written out independently of the implementation: extracted pattern, and where it must sit.
@@ -12,22 +14,25 @@ PATTERNS = {
     "BG_1": (BG,), "BG_2": (BG, BG), "START_1": (FG,), "START_2": (BG, FG),
     "CONTINUE_1": (FG,), "CONTINUE_2": (FG, FG), "END_1": (FG,), "END_2": (FG, BG),
 }
-AFTER_BG = {"BG_1", "BG_2", "START_2"}
+BEFORE_EVENT = {"BG_1", "BG_2", "START_2"}
 INSIDE = {"CONTINUE_1", "CONTINUE_2", "END_1", "END_2"}
-TRANSITIONS = {
-    None: {"BG_1", "BG_2", "START_1", "START_2"}, "BG_1": AFTER_BG, "BG_2": AFTER_BG, "END_2": AFTER_BG,
-    "START_1": INSIDE, "START_2": INSIDE, "CONTINUE_1": INSIDE, "CONTINUE_2": INSIDE, "END_1": set(),
+AFTER_EVENT = {"BG_1", "BG_2"}  # the event has ended: no second START
+TRANSITIONS = {  # (previous state, a START was placed) -> allowed next states
+    (None, False): {"BG_1", "BG_2", "START_1", "START_2"}, ("BG_1", False): BEFORE_EVENT,
+    ("BG_2", False): BEFORE_EVENT, ("BG_1", True): AFTER_EVENT, ("BG_2", True): AFTER_EVENT,
+    ("END_2", True): AFTER_EVENT, ("START_1", True): INSIDE, ("START_2", True): INSIDE,
+    ("CONTINUE_1", True): INSIDE, ("CONTINUE_2", True): INSIDE, ("END_1", True): set(),
 }
 
 
 def check_fused_video(source, e, video, segment, labels, states):
-    """Every Table 1 / SPEC §6.1 rule for one fused video of class e built from `source` labels [V, T]."""
+    """Every rule of docs/augmentations.md#smb for one fused video of class e built from `source` labels [V, T]."""
     T = len(labels)
     t, prev, started = 0, None, False
     while t < T:
         name = SMB_STATE_NAMES[states[t]]
         n = len(PATTERNS[name])
-        assert name in TRANSITIONS[prev], f"{prev} -> {name}"
+        assert name in TRANSITIONS[prev, started], f"{prev} -> {name}"
         assert (states[t:t + n] == states[t]).all()
         v, s = video[t], segment[t]
         assert (video[t:t + n] == v).all() and segment[t:t + n].tolist() == list(range(s, s + n))
@@ -45,7 +50,8 @@ def check_fused_video(source, e, video, segment, labels, states):
     assert prev in {"BG_1", "BG_2", "END_1", "END_2"} and started
     assert set(labels.tolist()) <= {e, BACKGROUND} and (labels == e).any()
     runs = np.split(labels, np.flatnonzero(np.diff(labels)) + 1)
-    assert all(len(run) >= 2 for run in runs if run[0] == e)
+    event_runs = [run for run in runs if run[0] == e]
+    assert len(event_runs) == 1 and len(event_runs[0]) >= 2
 
 
 def check_fusion(source, fused, per_class):
@@ -77,6 +83,7 @@ def test_cpp_equals_python(case):
     for field in ("video_idx", "segment_idx", "labels", "states"):
         np.testing.assert_array_equal(getattr(native, field), getattr(twin, field))
     np.testing.assert_array_equal(smb_database_sizes(labels), smb_database_sizes(labels, backend="python"))
+    np.testing.assert_array_equal(smb_transition_counts(labels), smb_transition_counts(labels, backend="python"))
     check_fusion(labels, native, per_class)
 
 
@@ -94,6 +101,32 @@ def test_single_possible_sequence_by_hand():
     assert [SMB_STATE_NAMES[s] for s in fused.states[0]] == ["START_2", "START_2", "END_2", "END_2"]
     sizes = smb_database_sizes(labels)
     np.testing.assert_array_equal(sizes[0], [2, 0, 0, 1, 0, 0, 0, 1])  # BG_1 x2, START_2, END_2
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python"])
+def test_transition_counts_by_hand(backend):
+    e, f, o = 4, 9, BACKGROUND
+    labels = np.array([
+        [o, o, o, e, e, o],  # BG_2 START_2 END_2
+        [e, e, e, e, e, e],  # START_1 CONTINUE_2 CONTINUE_2 END_1
+        [o, e, e, e, o, o],  # START_2 CONTINUE_1 END_2 BG_1
+        [o, o, o, o, f, f],  # BG_2 BG_1 START_2 END_1 (twice)
+        [o, o, o, o, f, f],
+        # not counted: two runs, two classes, a one-segment run, no event
+        [e, e, o, o, e, e], [e, e, f, f, o, o], [o, o, e, o, o, o], [o] * 6,
+    ])
+    expected = np.zeros((2, 9, 6, 8), dtype=np.int64)
+    state = {name: i for i, name in enumerate(SMB_STATE_NAMES)} | {"BEGIN": 8}
+    for started, prev, position, name, count in [
+        (0, "BEGIN", 0, "BG_2", 3), (0, "BG_2", 2, "START_2", 1), (1, "START_2", 4, "END_2", 1),
+        (0, "BEGIN", 0, "START_1", 1), (1, "START_1", 1, "CONTINUE_2", 1), (1, "CONTINUE_2", 3, "CONTINUE_2", 1),
+        (1, "CONTINUE_2", 5, "END_1", 1),
+        (0, "BEGIN", 0, "START_2", 1), (1, "START_2", 2, "CONTINUE_1", 1), (1, "CONTINUE_1", 3, "END_2", 1),
+        (1, "END_2", 5, "BG_1", 1),
+        (0, "BG_2", 2, "BG_1", 2), (0, "BG_1", 3, "START_2", 2), (1, "START_2", 5, "END_1", 2),
+    ]:
+        expected[started, state[prev], position, state[name]] = count
+    np.testing.assert_array_equal(smb_transition_counts(labels, backend=backend), expected)
 
 
 def test_deterministic_and_thread_independent():
@@ -171,3 +204,40 @@ def test_bad_backend_and_threads():
         smb_fusion(labels, per_class=2**62)
     many_threads = smb_fusion(labels, per_class=3, seed=5, threads=2**40)  # more threads than classes: capped
     np.testing.assert_array_equal(many_threads.labels, smb_fusion(labels, per_class=3, seed=5).labels)
+
+
+def fused_set_statistics(labels):
+    """Foreground share, share of videos with more than one event run, and event-run length histogram."""
+    foreground = labels != BACKGROUND
+    padded = np.pad(foreground, ((0, 0), (1, 1)))
+    starts = np.argwhere(padded[:, 1:-1] & ~padded[:, :-2])
+    ends = np.argwhere(padded[:, 1:-1] & ~padded[:, 2:])
+    runs_per_video = np.bincount(starts[:, 0], minlength=len(labels))
+    histogram = np.bincount(ends[:, 1] - starts[:, 1] + 1, minlength=labels.shape[1] + 1) / len(starts)
+    return foreground.mean(), (runs_per_video > 1).mean(), histogram
+
+
+def check_looks_like(train, source, capsys):
+    """The fused set of `train` keeps its foreground share (within 5 points), holds one event run per video
+    (at most 5 % with more) and keeps its event-length histogram (total-variation distance <= 0.15)."""
+    fused = smb_fusion(train, per_class=250, seed=2024)
+    train_share, train_multi, train_histogram = fused_set_statistics(train)
+    share, multi, histogram = fused_set_statistics(fused.labels)
+    distance = np.abs(histogram - train_histogram).sum() / 2
+    with capsys.disabled():
+        print(f"\n{source} labels: foreground share training {train_share:.3f}, fused {share:.3f}; videos with > 1 "
+              f"event run: training {train_multi:.3f}, fused {multi:.3f}; event-length TV distance {distance:.3f}")
+        print("event lengths 1..T, training: " + " ".join(f"{x:.3f}" for x in train_histogram[1:]))
+        print("event lengths 1..T, fused:    " + " ".join(f"{x:.3f}" for x in histogram[1:]))
+    assert abs(share - train_share) <= 0.05
+    assert multi <= 0.05
+    assert distance <= 0.15
+
+
+def test_real_fused_set_looks_like_the_training_set(train_labels, capsys):
+    check_looks_like(train_labels, "real", capsys)
+
+
+def test_synthetic_fused_set_looks_like_the_training_set(capsys):
+    synthetic = synthetic_labels(seed=0)
+    check_looks_like(synthetic.labels[synthetic.splits["train"]].numpy(), "synthetic", capsys)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from avel_fast.cli.main import app
 from avel_fast.data import write_synthetic_ave
 
-RUN_FILES = {"config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json"}
+RUN_FILES = {"config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "test_predictions.h5"}
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 

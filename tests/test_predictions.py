@@ -56,6 +56,9 @@ def test_round_trip_from_tensors(tmp_path):
     np.testing.assert_array_equal(saved.scores, scores)
     with h5py.File(path, "r") as f:  # readable without the package
         assert sorted(f) == ["pred", "scores", "video_index"] and f.attrs["protocol"] == "argmax"
+        assert f.attrs["labels"] == "data"
+    write_predictions(path, video_index, pred, scores, protocol="broadcast", labels="/data/right_labels.h5")
+    assert (read_predictions(path).protocol, read_predictions(path).labels) == ("broadcast", "/data/right_labels.h5")
 
 
 def test_write_is_atomic_and_replaces(tmp_path):

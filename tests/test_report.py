@@ -7,19 +7,11 @@ import torch
 from typer.testing import CliRunner
 
 from avel_fast.cli.main import app
-from avel_fast.data import synthetic_labels
-from avel_fast.predictions import (
-    dataset_segment_labels,
-    predictions_file,
-    read_predictions,
-    score_predictions,
-    write_predictions,
-)
+from avel_fast.predictions import dataset_segment_labels, read_predictions, score_predictions, write_predictions
 from avel_fast.report import INSTALL_HINT, ReportError, build_report, is_sweep_dir
-from avel_fast.train.sweep import read_summary, seed_dir, summarize, sweep_seeds, write_summary
-from avel_fast.train import build_model, resolve_config, train
-from avel_fast.train.data import FeatureStats, load_split
-from avel_fast.train.run_dir import load_checkpoint, read_config
+from avel_fast.train.sweep import read_summary, seed_dir
+from avel_fast.train import resolve_config, train_seeds
+from avel_fast.train.run_dir import read_config
 
 pytest.importorskip("matplotlib")
 runner = CliRunner()
@@ -27,31 +19,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_FIGURES = ("learning_curves.png", "confusion_matrix.png", "per_class_accuracy.png", "timelines.png")
 
 
-def write_test_predictions(run_dir):
-    """``test_predictions.h5`` of a finished run: raw scores of its best checkpoint on the test split."""
-    config = read_config(run_dir)
-    best = load_checkpoint(run_dir / "best.pt")
-    model = build_model(config).eval()
-    model.load_state_dict(best["model"])
-    rows = load_split(config, "test", FeatureStats.from_dict(best["feature_stats"]))
-    with torch.no_grad():
-        scores = torch.cat([model(batch.audio, batch.visual) for batch in rows.batches(64, shuffle=False)])
-    video_index = synthetic_labels(config.data_seed, config.synthetic_videos, 0).splits["test"]
-    write_predictions(run_dir / predictions_file("test"), video_index, scores.argmax(-1), scores)
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Two smoke DPNet seeds trained into a sweep directory, with their predictions and summary.json."""
-    root = tmp_path_factory.mktemp("sweep")
+    """Two smoke DPNet seeds trained into a sweep directory (their predictions and summary.json)."""
+    root = tmp_path_factory.mktemp("sweep") / "sweep"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    seeds = sweep_seeds(3, 2)
-    for seed in seeds:
-        train(resolve_config("dpnet", preset="smoke", device="cpu", seed=seed), seed_dir(root, seed))
-        write_test_predictions(seed_dir(root, seed))
+    train_seeds(resolve_config("dpnet", preset="smoke", device="cpu", seed=3), root, 2)
     torch.set_num_threads(threads)
-    write_summary(root, summarize([seed_dir(root, seed) for seed in seeds], seeds))
     return root
 
 

@@ -7,7 +7,14 @@ the native sampler `avel_fast._sampler`, ``backend="python"`` its identical pure
 """
 from avel_fast.augment.gather import gather_segments, interleave
 from avel_fast.augment.replica import PIECE_TYPE_NAMES, ReplicaSampler
-from avel_fast.augment.smb import SMB_STATE_LENGTHS, SMB_STATE_NAMES, SMBFusion, smb_database_sizes, smb_fusion
+from avel_fast.augment.smb import (
+    SMB_STATE_LENGTHS,
+    SMB_STATE_NAMES,
+    SMBFusion,
+    smb_database_sizes,
+    smb_fusion,
+    smb_transition_counts,
+)
 
 __all__ = [
     "PIECE_TYPE_NAMES",
@@ -19,4 +26,5 @@ __all__ = [
     "interleave",
     "smb_database_sizes",
     "smb_fusion",
+    "smb_transition_counts",
 ]

@@ -9,7 +9,8 @@ from avel_fast.augment._inputs import as_numpy
 
 def _index_tensor(values, name: str, bound: int, device: torch.device) -> torch.Tensor:
     """`values` as int64 on `device` after checking they are integers in ``0..bound-1`` (on the CPU for numpy
-    input; one device sync for a CUDA tensor)."""
+    input, then copied to a CUDA `device` asynchronously from pinned memory; one device sync for a CUDA
+    tensor)."""
     if isinstance(values, torch.Tensor):
         if values.dtype.is_floating_point or values.dtype == torch.bool or values.is_complex():
             raise ValueError(f"{name} must be an integer array, got dtype {values.dtype}")
@@ -21,6 +22,8 @@ def _index_tensor(values, name: str, bound: int, device: torch.device) -> torch.
             raise ValueError(f"{name} must be an integer array, got dtype {array.dtype}")
         index = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
         low, high = (int(array.min()), int(array.max())) if array.size else (0, -1)
+        if device.type == "cuda":
+            index = index.pin_memory()
     if low < 0 or high >= bound:
         raise ValueError(f"{name} must be in 0..{bound - 1}, got values in {low}..{high}")
     return index.to(device, non_blocking=True)

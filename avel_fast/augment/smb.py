@@ -1,4 +1,10 @@
-"""State Machine Based video fusion (EDRNet Alg. 1 and Table 1; SPEC §6.1) on label sequences.
+"""State Machine Based video fusion (EDRNet Alg. 1 and Table 1; `docs/augmentations.md#smb`) on label sequences.
+
+For each event class, a state machine over the Table 1 states (BG, START, CONTINUE, END; one or two segments
+each) writes a T-segment state sequence holding one event, and every state is filled with a random instance
+of it cut from that class's training videos. Transitions are drawn with the frequencies of the training
+labels' own state sequences (pooled over classes, per position, add-one smoothed) among those that can still
+complete the sequence, so the fused set keeps the training set's share of foreground and event lengths.
 
 The algorithm is written out step by step in `avel_fast.reference.augment` (the pure-Python twin); the
 native `avel_fast._sampler` mirrors it draw for draw, so both backends give identical output for a seed.
@@ -41,7 +47,7 @@ class SMBFusion:
 
 
 def smb_fusion(labels, per_class: int = 250, seed: int = 0, backend: str = "cpp", threads: int = 1) -> SMBFusion:
-    """Fuse ``per_class`` new videos for every event class from the training labels ``[V, T]`` (SPEC §6.1).
+    """Fuse ``per_class`` new videos for every event class from the training labels ``[V, T]`` (EDRNet Alg. 1).
 
     `labels` may be a numpy array or a tensor; ``backend="python"`` runs the pure-Python twin. ``threads``
     spreads the classes of the native sampler over std::threads; the output does not depend on it (each
@@ -67,3 +73,11 @@ def smb_database_sizes(labels, backend: str = "cpp") -> np.ndarray:
     if check_backend(backend) == "python":
         return twin.smb_database_sizes(as_numpy(labels))
     return _sampler.smb_database_sizes(as_numpy(labels))
+
+
+def smb_transition_counts(labels, backend: str = "cpp") -> np.ndarray:
+    """How often the training labels' own state sequences take each transition, int64 ``[2, 9, T, 8]``:
+    [a START precedes, previous state (8 = the beginning), position, state]; the weights of SMB fusion."""
+    if check_backend(backend) == "python":
+        return twin.smb_transition_counts(as_numpy(labels))
+    return _sampler.smb_transition_counts(as_numpy(labels))

@@ -71,12 +71,27 @@ class ResidentDataset:
             raise ValueError(f"batch_size={batch_size}: expected >= 1")
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
-    def order(self, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) -> torch.Tensor:
-        """The epoch's row order on the device: a permutation seeded by ``derive_seed(seed, epoch)``."""
+    def order(
+        self, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, device: str | torch.device | None = None
+    ) -> torch.Tensor:
+        """The epoch's row order on `device` (default: the dataset's): a permutation seeded by
+        ``derive_seed(seed, epoch)``, drawn on the host."""
+        device = self.device if device is None else device
         if not shuffle:
-            return torch.arange(len(self), device=self.device)
+            return torch.arange(len(self), device=device)
         generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
-        return torch.randperm(len(self), generator=generator).to(self.device)
+        return torch.randperm(len(self), generator=generator).to(device)
+
+    def rows(self, index: torch.Tensor, *, pooled: bool = False) -> Batch:
+        """The rows `index` (int64 on the device) as a batch; `pooled` as in `batches`."""
+        visual = self.pooled_visual if pooled else self.visual
+        return Batch(
+            audio=self.audio.index_select(0, index),
+            visual=visual.index_select(0, index).to(self.compute_dtype),
+            labels=self.labels.index_select(0, index),
+            video_labels=self.video_labels.index_select(0, index),
+            index=index,
+        )
 
     def batches(
         self,
@@ -89,13 +104,6 @@ class ResidentDataset:
         pooled: bool = False,
     ) -> Iterator[Batch]:
         """The batches of one epoch; `pooled=True` gives the cached pooled visual features instead of the maps."""
-        visual = self.pooled_visual if pooled else self.visual
         order = self.order(shuffle=shuffle, seed=seed, epoch=epoch)
         for index in order[: self.num_batches(batch_size, drop_last=drop_last) * batch_size].split(batch_size):
-            yield Batch(
-                audio=self.audio.index_select(0, index),
-                visual=visual.index_select(0, index).to(self.compute_dtype),
-                labels=self.labels.index_select(0, index),
-                video_labels=self.video_labels.index_select(0, index),
-                index=index,
-            )
+            yield self.rows(index, pooled=pooled)

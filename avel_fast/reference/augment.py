@@ -1,35 +1,50 @@
-"""Pure-Python twin of the native sampler `avel_fast._sampler` (SPEC §6): same algorithms, same generator
+"""Pure-Python twin of the native sampler `avel_fast._sampler` (docs/augmentations.md): same algorithms, same generator
 (`avel_fast._rng.SplitMix64`), same draws in the same order, hence identical output for a seed.
 
-Labels are int64 ``[V, T]``: ``0..27`` event classes, ``28`` background (SPEC §3.1). Below, "FG of class e"
+Labels are int64 ``[V, T]``: ``0..27`` event classes, ``28`` background (docs/data.md#contract). Below, "FG of class e"
 means label ``e`` and "BG" means label 28; a segment of another event class is neither.
 
-SMB video fusion (EDRNet Algorithm 1 and Table 1, SPEC §6.1)
--------------------------------------------------------------
+SMB video fusion (EDRNet Algorithm 1 and Table 1; `docs/augmentations.md#smb`)
+-------------------------------------------------------------------------------
+A state machine writes a T-segment state sequence for event class e; each state is then filled with a random
+instance of that state from class e's training videos. The transitions are drawn with the frequencies of the
+training labels' own state sequences, so the fused set looks like the training set (share of foreground,
+one event per video, event lengths) instead of drifting to short events and background as uniform choice does.
+
 1. Databases. For every video v (ascending) and segment t (ascending), with ``e`` ranging over the event
    classes present in v, store the flat index ``v*T + t`` of the first extracted segment in (e, state):
    BG_1 ``[BG]`` at t; BG_2 ``[BG, BG]`` at t, t+1; START_1 ``[FG]`` at t = 0; START_2 ``[BG, FG]`` at t, t+1;
    CONTINUE_1 ``FG, [FG], FG`` at t-1..t+1; CONTINUE_2 ``FG, [FG, FG], FG`` at t-1..t+2; END_1 ``[FG]`` at
    t = T-1; END_2 ``[FG, BG]`` at t, t+1. So a video whose FG runs have several classes feeds each run to its
    own class, and its BG segments to every class it contains.
-2. Feasibility. ``good[h][s][p]``: state s may start at segment p, when a START was (h=1) or was not (h=0)
+2. Transition counts, pooled over the classes (per class, ~120 AVE videos are too sparse for 2*9*T*8 cells).
+   A video whose FG segments form one run [a, b] of one class, b > a, has one canonical state sequence:
+   START_1 at 0 if a = 0, else a BG stretch over 0..a-2 and START_2 at a-1; a CONTINUE stretch over
+   a+1..b-1; END_1 at b if b = T-1, else END_2 at b and a BG stretch over b+2..T-1. A stretch of n segments is
+   n // 2 two-segment states, then a one-segment state if n is odd. Each state s at position p of it adds 1
+   to ``counts[h][prev][p][s]``, with prev the state before it (BEGIN for the first) and h = 1 when a START
+   precedes s. Other videos (no event, several runs or classes, a one-segment run) add nothing.
+3. Feasibility. ``good[h][s][p]``: state s may start at segment p, when a START was (h=1) or was not (h=0)
    already placed, and the sequence can still be completed: (e, s) is non-empty, p + len(s) <= T, START_1 only
    at p = 0, END_1 only at p = T-1, and with q = p + len(s), h' = h or s is a START: if q = T then s is BG_x,
-   END_1 or END_2 and h' = 1, else some successor s' of s has ``good[h'][s'][q]``. Successors: BEGIN ->
-   BG_1, BG_2, START_1, START_2; BG_x and END_2 -> BG_1, BG_2, START_2; START_x and CONTINUE_x -> CONTINUE_1,
-   CONTINUE_2, END_1, END_2; END_1 -> none. A START is followed by at least one END (never by BG or another
-   START), each contributing one FG segment, so every FG run of an output is of class e and >= 2 segments
-   long, and h' = 1 at the end means at least one event.
-3. Errors. Classes are checked in ascending order before anything is drawn: a class absent from the labels
+   END_1 or END_2 and h' = 1, else some successor s' of s has ``good[h'][s'][q]``. Successors
+   ``SMB_SUCCESSORS[h'][s]``: BEGIN -> BG_1, BG_2, START_1, START_2; BG_x before the event (h' = 0) -> BG_1,
+   BG_2, START_2; START_x and CONTINUE_x -> CONTINUE_1, CONTINUE_2, END_1, END_2; END_2 and BG_x after the
+   event (h' = 1) -> BG_1, BG_2; END_1 -> none. A START is followed by at least one END (never by BG or another
+   START), each contributing one FG segment, and no START follows the END, so every output holds exactly one
+   FG run, of class e and >= 2 segments long.
+4. Errors. Classes are checked in ascending order before anything is drawn: a class absent from the labels
    or one with no ``good[0][s][0]`` for a successor s of BEGIN is an error naming the class.
-4. Generation. Class e draws from its own stream ``SplitMix64(derive_seed(seed, e))`` its ``per_class``
+5. Generation. Class e draws from its own stream ``SplitMix64(derive_seed(seed, e))`` its ``per_class``
    videos, written to rows ``e*per_class ..``. For each video: from prev = BEGIN, p = 0, h = 0, while p < T:
-   list the successors s of prev (in state order) with ``good[h][s][p]``, take the ``below(count)``-th,
-   p += len(s), h |= s is a START, prev = s. Then, for each chosen state in order, take entry
-   ``below(size)`` of (e, s); its segments k = 0..len(s)-1 fill positions p+k with video ``entry // T``,
+   list the successors s of prev (in state order) with ``good[h][s][p]``, weigh each by
+   ``counts[h][prev][p][s] + 1`` (add-one smoothing: every feasible transition keeps a chance, and without
+   counts the choice is uniform), draw ``r = below(total weight)`` and take the first s whose cumulative
+   weight exceeds r; p += len(s), h |= s is a START, prev = s. Then, for each chosen state in order, take
+   entry ``below(size)`` of (e, s); its segments k = 0..len(s)-1 fill positions p+k with video ``entry // T``,
    segment ``entry % T + k``, that segment's source label, and the state code.
 
-Replicate (DPNet §3.4 and Algorithm 1, SPEC §6.2)
+Replicate (DPNet §3.4 and Algorithm 1, docs/augmentations.md#replicate)
 --------------------------------------------------
 1. Decomposition of a video into sub-events covering its T segments, over its FG runs [a, b] (class c,
    n = b - a + 1) from left to right: start = ``[BG, FG]`` at a-1, a (variant "border") when segment a-1 is BG
@@ -69,15 +84,13 @@ NUM_SMB_STATES = 8
 _BEGIN = NUM_SMB_STATES
 _STARTS = (START_1, START_2)
 _TERMINAL = (BG_1, BG_2, END_1, END_2)
-_AFTER_BACKGROUND = (BG_1, BG_2, START_2)
+_BEFORE_EVENT = (BG_1, BG_2, START_2)
 _INSIDE_EVENT = (CONTINUE_1, CONTINUE_2, END_1, END_2)
+_AFTER_EVENT = (BG_1, BG_2)
+# SMB_SUCCESSORS[started][state], started = a START is at or before `state` (so 0 for BEGIN, 1 inside the event).
 SMB_SUCCESSORS = (
-    _AFTER_BACKGROUND, _AFTER_BACKGROUND,  # BG_1, BG_2
-    _INSIDE_EVENT, _INSIDE_EVENT,  # START_1, START_2
-    _INSIDE_EVENT, _INSIDE_EVENT,  # CONTINUE_1, CONTINUE_2
-    (),  # END_1: only as the last segment
-    _AFTER_BACKGROUND,  # END_2
-    (BG_1, BG_2, START_1, START_2),  # BEGIN
+    (_BEFORE_EVENT, _BEFORE_EVENT, (), (), (), (), (), (), (BG_1, BG_2, START_1, START_2)),
+    (_AFTER_EVENT, _AFTER_EVENT, _INSIDE_EVENT, _INSIDE_EVENT, _INSIDE_EVENT, _INSIDE_EVENT, (), _AFTER_EVENT, ()),
 )
 
 # Replicate sub-event types.
@@ -181,8 +194,54 @@ def _smb_databases(rows: list[list[int]], num_segments: int) -> tuple[list[list[
     return databases, present
 
 
+def _add_stretch(states: list[tuple[int, int]], two: int, one: int, first: int, stop: int) -> None:
+    """Cover segments first..stop-1 with two-segment states `two`, then `one` if the count is odd (step 2)."""
+    for p in range(first, stop - 1, 2):
+        states.append((two, p))
+    if (stop - first) % 2:
+        states.append((one, stop - 1))
+
+
+def _smb_decomposition(row: list[int]) -> list[tuple[int, int]] | None:
+    """The canonical ``(state, position)`` sequence of a video with one event run of >= 2 segments (step 2),
+    else None."""
+    T = len(row)
+    event = [t for t, label in enumerate(row) if label != BACKGROUND]
+    if len(event) < 2 or event[-1] - event[0] + 1 != len(event) or len({row[t] for t in event}) > 1:
+        return None
+    a, b = event[0], event[-1]
+    states = []
+    if a == 0:
+        states.append((START_1, 0))
+    else:
+        _add_stretch(states, BG_2, BG_1, 0, a - 1)
+        states.append((START_2, a - 1))
+    _add_stretch(states, CONTINUE_2, CONTINUE_1, a + 1, b)
+    if b == T - 1:
+        states.append((END_1, b))
+    else:
+        states.append((END_2, b))
+        _add_stretch(states, BG_2, BG_1, b + 2, T)
+    return states
+
+
+def _smb_transition_counts(rows: list[list[int]], num_segments: int) -> list[list[list[list[int]]]]:
+    """``counts[h][prev][p][s]`` of step 2, pooled over all videos."""
+    counts = [[[[0] * NUM_SMB_STATES for _ in range(num_segments)] for _ in range(NUM_SMB_STATES + 1)]
+              for _ in range(2)]
+    for row in rows:
+        decomposition = _smb_decomposition(row)
+        if decomposition is None:
+            continue
+        prev, h = _BEGIN, 0
+        for s, p in decomposition:
+            counts[h][prev][p][s] += 1
+            prev, h = s, 1 if (h or s in _STARTS) else 0
+    return counts
+
+
 def _smb_feasibility(sizes: list[int], num_segments: int) -> list[list[list[bool]]]:
-    """``good[h][s][p]`` of step 2 for one class, given its database sizes per state."""
+    """``good[h][s][p]`` of step 3 for one class, given its database sizes per state."""
     T = num_segments
     good = [[[False] * (T + 1) for _ in range(NUM_SMB_STATES)] for _ in range(2)]
     for p in range(T - 1, -1, -1):
@@ -195,7 +254,7 @@ def _smb_feasibility(sizes: list[int], num_segments: int) -> list[list[list[bool
                 if q == T:
                     good[h][s][p] = bool(started) and s in _TERMINAL
                 else:
-                    good[h][s][p] = any(good[started][n][q] for n in SMB_SUCCESSORS[s])
+                    good[h][s][p] = any(good[started][n][q] for n in SMB_SUCCESSORS[started][s])
     return good
 
 
@@ -206,8 +265,15 @@ def smb_database_sizes(labels) -> np.ndarray:
     return np.array([[len(db) for db in per_class] for per_class in databases], dtype=np.int64)
 
 
+def smb_transition_counts(labels) -> np.ndarray:
+    """Transition counts of step 2, int64 ``[2, 9, T, 8]``: [a START precedes, previous state (8 = BEGIN),
+    position, state]."""
+    array = check_labels(labels)
+    return np.array(_smb_transition_counts(array.tolist(), array.shape[1]), dtype=np.int64)
+
+
 def smb_fusion(labels, per_class: int = 250, seed: int = 0):
-    """SMB video fusion (steps 1-4 above).
+    """SMB video fusion (steps 1-5 above).
 
     Returns ``(video_idx, segment_idx, labels, states)``, each int64 ``[28*per_class, T]``.
     """
@@ -217,6 +283,7 @@ def smb_fusion(labels, per_class: int = 250, seed: int = 0):
     rows = array.tolist()
     T = array.shape[1]
     databases, present = _smb_databases(rows, T)
+    counts = _smb_transition_counts(rows, T)
     tables = []
     for e in range(NUM_EVENT_CLASSES):
         if not present[e]:
@@ -224,7 +291,7 @@ def smb_fusion(labels, per_class: int = 250, seed: int = 0):
                 f"event class {e} ({CLASS_NAMES[e]}) has no videos in labels: SMB fusion needs every event class"
             )
         good = _smb_feasibility([len(db) for db in databases[e]], T)
-        if not any(good[0][s][0] for s in SMB_SUCCESSORS[_BEGIN]):
+        if not any(good[0][s][0] for s in SMB_SUCCESSORS[0][_BEGIN]):
             raise ValueError(
                 f"event class {e} ({CLASS_NAMES[e]}): its videos yield no valid {T}-segment SMB state sequence"
             )
@@ -243,8 +310,13 @@ def smb_fusion(labels, per_class: int = 250, seed: int = 0):
             chosen = []
             prev, p, h = _BEGIN, 0, 0
             while p < T:
-                candidates = [s for s in SMB_SUCCESSORS[prev] if good[h][s][p]]
-                s = candidates[rng.below(len(candidates))]
+                candidates = [s for s in SMB_SUCCESSORS[h][prev] if good[h][s][p]]
+                weights = [counts[h][prev][p][s] + 1 for s in candidates]
+                r = rng.below(sum(weights))
+                for s, weight in zip(candidates, weights):
+                    if r < weight:
+                        break
+                    r -= weight
                 chosen.append((s, p))
                 p += SMB_STATE_LENGTHS[s]
                 h = 1 if (h or s in _STARTS) else 0

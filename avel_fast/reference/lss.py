@@ -24,8 +24,9 @@ def mean_or(terms: list[torch.Tensor], zero: torch.Tensor) -> torch.Tensor:
     return torch.stack(terms).mean() if terms else zero
 
 
-def check_lss_input(features: torch.Tensor, labels: torch.Tensor) -> None:
-    """Raise ValueError unless `features` is ``[B, T, D]`` and `labels` integer ``[B, T]`` in ``0..28``."""
+def check_lss_input(features: torch.Tensor, labels: torch.Tensor, values: bool = True) -> None:
+    """Raise ValueError unless `features` is ``[B, T, D]`` and `labels` integer ``[B, T]`` in ``0..28`` (the
+    range only with `values`: reading it is a device sync on CUDA)."""
     if features.dim() != 3 or features.shape[0] == 0 or features.shape[1] == 0:
         raise ValueError(f"features must have shape [B, T, D] with B, T >= 1, got {list(features.shape)}")
     if labels.shape != features.shape[:2]:
@@ -34,6 +35,8 @@ def check_lss_input(features: torch.Tensor, labels: torch.Tensor) -> None:
         )
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if not values:
+        return
     low, high = torch.stack(labels.aminmax()).tolist() if labels.numel() else (0, 0)
     if low < 0 or high >= NUM_CLASSES:
         raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1} (background = {BACKGROUND}), got {low}..{high}")

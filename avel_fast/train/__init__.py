@@ -3,6 +3,7 @@ from avel_fast.train.config import PRESETS, TrainConfig, TrainingError, default_
 from avel_fast.train.engine import build_model, evaluate_run, predict, predict_scores, resume_config, train
 from avel_fast.train.families import FAMILIES, ModelFamily, family_of
 from avel_fast.train.progress import RichTrainProgress, TrainProgress
+from avel_fast.train.seeds import resume_sweep_config, train_seeds
 from avel_fast.train.schedule import CyclicCosineSchedule
 
 __all__ = [
@@ -22,5 +23,7 @@ __all__ = [
     "predict_scores",
     "resolve_config",
     "resume_config",
+    "resume_sweep_config",
     "train",
+    "train_seeds",
 ]

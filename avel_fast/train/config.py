@@ -63,12 +63,15 @@ class TrainConfig:
     step1_epochs: int = 200  # epochs of the pipeline's first stage; `epochs` is the stage in the run directory
     seed: int = 0
     data: str | None = None  # an AVE directory; None = the synthetic set
+    eval_labels: str | None = None  # a second label file scoring the test split (docs/metrics.md#label-sets)
     data_seed: int = 0
     synthetic_videos: int = 4143
     synthetic_background_videos: int = 178
     device: str = "cpu"
     precision: str = "fp32"
     backend: str = "fast"
+    compile: bool = False  # torch.compile the model for the training steps
+    cuda_graphs: bool = False  # and replay them as CUDA graphs (torch.compile's "reduce-overhead" mode)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -194,5 +197,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise TrainingError(f"--device {config.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"--device {config.device}: CUDA is not available on this machine")
+    if config.cuda_graphs and device.type != "cuda":
+        raise TrainingError(f"--cuda-graphs needs a CUDA device (got --device {config.device}): it replays GPU work")
     return config
 

@@ -89,9 +89,21 @@ class RunData:
     val: ResidentDataset
     test: ResidentDataset
     train_labels: torch.Tensor  # CPU int64 [N, T] of the training rows (the Replicate databases)
+    test_index: torch.Tensor  # CPU int64 [N]: the test rows' indices into the dataset's videos
+    num_videos: int  # videos of the dataset (rows of its label files), the background-only ones left out
     stats: FeatureStats | None  # the standardization, None when the run uses raw features
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-training-row targets a stage of a pipeline adds (e.g. window labels), indexed by ``Batch.index``."""
+
+
+@dataclass
+class EvalSplit:
+    """One split resident on the device and its rows' indices into the dataset's videos
+    (docs/metrics.md#saved-predictions)."""
+
+    rows: ResidentDataset
+    video_index: torch.Tensor  # CPU int64 [N]
+    num_videos: int  # videos of the dataset (rows of its label files)
 
 
 def load_source(config: TrainConfig) -> AVEData:
@@ -145,6 +157,7 @@ def load_run_data(config: TrainConfig, extras: dict[str, torch.Tensor] | None = 
     source = config.data or "synthetic"
     train = training_set(split_data(data, "train", source), config)
     val, test = split_data(data, "val", source), split_data(data, "test", source)
+    test_index, num_videos = data.splits["test"], len(data)
     del data
     stats = feature_stats(train) if config.standardize else None
     if stats is not None:
@@ -154,12 +167,18 @@ def load_run_data(config: TrainConfig, extras: dict[str, torch.Tensor] | None = 
         val=ResidentDataset(val, device=config.device),
         test=ResidentDataset(test, device=config.device),
         train_labels=train.labels,
+        test_index=test_index,
+        num_videos=num_videos,
         stats=stats,
         extras={name: value.to(config.device) for name, value in (extras or {}).items()},
     )
 
 
-def load_split(config: TrainConfig, split: str, stats: FeatureStats | None) -> ResidentDataset:
+def load_split(config: TrainConfig, split: str, stats: FeatureStats | None) -> EvalSplit:
     """One split of the run's dataset, standardized with the run's `stats`, resident on the device."""
-    rows = split_data(load_source(config), split, config.data or "synthetic")
-    return ResidentDataset(standardized(rows, stats) if stats is not None else rows, device=config.device)
+    data = load_source(config)
+    rows = split_data(data, split, config.data or "synthetic")
+    video_index, num_videos = data.splits[split], len(data)
+    del data
+    rows = ResidentDataset(standardized(rows, stats) if stats is not None else rows, device=config.device)
+    return EvalSplit(rows=rows, video_index=video_index, num_videos=num_videos)

@@ -6,17 +6,22 @@ default) and the loss of the model's family (`ModelFamily.objective`:
 segment cross-entropy in SEL, `mil_loss` on the video labels in WSEL, plus what the family adds: DPNet's
 replicas, EDRNet's LSS). After each epoch: segment metrics on validation, ``metrics.jsonl``, ``best.pt`` when
 the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``. At the end: the
-best-on-validation checkpoint scored on test (and after the family's post-processings, e.g. EDRNet's B2ILC),
-``test_metrics.json``. Test never takes part in selection.
+best-on-validation checkpoint scored on test (every protocol and post-processing of `avel_fast.train.evaluation`,
+against the data's labels and the ``eval_labels`` file), ``test_metrics.json``, and its raw scores and classes in
+``test_predictions.h5`` (docs/metrics.md#saved-predictions). Test never takes part in selection.
 
 Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
 replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
-RNG states after each epoch, so ``resume`` continues exactly where a killed run stopped (the only random
-state the loop consumes is torch's, for dropout).
+RNG states (of every rank) after each epoch, so ``resume`` continues exactly where a killed run stopped (the
+only random state the loop consumes is torch's, for dropout).
+
+Under ``torchrun`` the same loop runs data-parallel (`avel_fast.train.distributed`). A training step reads
+nothing back from the device: the batch order is drawn on the host and copied once per epoch, the losses and
+accuracies add up on the device and are read every `PROGRESS_EVERY` steps and at the end of the epoch
+(docs/distributed.md).
 """
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from pathlib import Path
@@ -28,10 +33,19 @@ from torch import nn
 from avel_fast.data import ResidentDataset
 from avel_fast.metrics import SCALAR_METRICS, segment_metrics
 from avel_fast.postprocess import b2ilc
+from avel_fast.predictions import DATA_LABELS, predictions_file, write_predictions
 from avel_fast.train.config import TrainConfig, TrainingError
+from avel_fast.train.distributed import DistributedContext, distributed_context, localized
 from avel_fast.train.families import family_of
-from avel_fast.train.families.base import autocast
+from avel_fast.train.families.base import TrainBatch, autocast
 from avel_fast.train.data import FeatureStats, RunData, load_run_data, load_split
+from avel_fast.train.evaluation import (
+    check_protocol,
+    label_set_name,
+    protocol_classes,
+    split_label_set,
+    variant_metrics,
+)
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
     BEST_FILE,
@@ -48,6 +62,8 @@ from avel_fast.train.run_dir import (
 )
 
 EVAL_BATCH_SIZE = 128
+PROGRESS_EVERY = 10
+"""Training steps between two readings of the running loss and accuracy (each reading waits for the device)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -82,20 +98,31 @@ def configure_precision(config: TrainConfig) -> str | None:
     return None
 
 
+def _single(config: TrainConfig, context: DistributedContext | None) -> DistributedContext:
+    return context or DistributedContext(device=config.device)
+
+
 @torch.no_grad()
-def predict_scores(model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> torch.Tensor:
-    """Raw segment scores ``[N, T, C]`` (float32, before any softmax) of every row of `dataset`, in order."""
+def predict_scores(
+    model: nn.Module, dataset: ResidentDataset, config: TrainConfig, context: DistributedContext | None = None
+) -> torch.Tensor:
+    """Raw segment scores ``[N, T, C]`` (float32, before any softmax) of every row of `dataset`, in order; under
+    torchrun each rank scores one block of rows and every rank gets all of them (`DistributedContext.row_block`)."""
     model.eval()
+    context = _single(config, context)
     family, scores = family_of(config.model), []
-    for batch in dataset.batches(EVAL_BATCH_SIZE, shuffle=False):
+    for index in context.row_block(len(dataset), dataset.device).split(EVAL_BATCH_SIZE):
+        batch = dataset.rows(index)
         with autocast(config):
             scores.append(family.scores(model, batch.audio, batch.visual).float())
-    return torch.cat(scores)
+    return context.gather_rows(torch.cat(scores), len(dataset))
 
 
-def predict(model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> torch.Tensor:
+def predict(
+    model: nn.Module, dataset: ResidentDataset, config: TrainConfig, context: DistributedContext | None = None
+) -> torch.Tensor:
     """Segment predictions ``[N, T]`` (argmax of the scores) of every row of `dataset`, in order."""
-    return predict_scores(model, dataset, config).argmax(dim=-1)
+    return predict_scores(model, dataset, config, context).argmax(dim=-1)
 
 
 def scalar_metrics(metrics: dict) -> dict:
@@ -115,11 +142,37 @@ def restore_rng_state(state: dict, device: str) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), torch.device(device))
 
 
-class EpochTrainer:
-    """The training iterations of the module docstring, one epoch per `run`."""
+def trained_module(model: nn.Module, config: TrainConfig, context: DistributedContext) -> nn.Module:
+    """What the training steps call: `model` (in `DistributedDataParallel` under torchrun), compiled with
+    ``compile``, and with ``cuda_graphs`` compiled in torch.compile's "reduce-overhead" mode (CUDA graphs; one
+    process only: replaying DDP's gradient hooks inside captured graphs is not something this engine checks)."""
+    if config.cuda_graphs and context.distributed:
+        raise TrainingError("--cuda-graphs runs on a single process: leave it out under torchrun")
+    module = context.wrap(model)
+    if config.cuda_graphs:
+        return torch.compile(module, mode="reduce-overhead")
+    return torch.compile(module) if config.compile else module
 
-    def __init__(self, model, optimizer, data: RunData, config: TrainConfig, progress: TrainProgress) -> None:
+
+def on_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The host tensor `index` on `device`, copied from pinned memory without waiting for CUDA."""
+    return index.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else index.to(device)
+
+
+class EpochTrainer:
+    """The training iterations of the module docstring, one epoch per `run`, on this rank's shares."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: RunData,
+        config: TrainConfig,
+        progress: TrainProgress,
+        context: DistributedContext | None = None,
+    ) -> None:
         self.model, self.optimizer, self.data, self.config, self.progress = model, optimizer, data, config, progress
+        self.context = _single(config, context)
         family = family_of(config.model)
         self.schedule, self.drop_last = family.schedule(config), family.drop_last
         self.steps = data.train.num_batches(config.batch_size, drop_last=self.drop_last)
@@ -128,7 +181,7 @@ class EpochTrainer:
                 f"--batch-size {config.batch_size} is larger than the training set ({len(data.train)} videos): "
                 f"{config.model} drops the last partial batch, so an epoch would have no step"
             )
-        self.objective = family.objective(model, data, config)
+        self.objective = family.objective(trained_module(model, config, self.context), data, config)
 
     def learning_rate(self, epoch: int, step: int) -> float:
         return self.config.lr * self.schedule.multiplier(epoch, step, self.steps)
@@ -137,25 +190,46 @@ class EpochTrainer:
         """Train one epoch; returns the mean loss, the segment accuracy of the training forward passes (with
         replicas; in WSEL against the segment labels, for information only) and the last learning rate."""
         self.model.train()
-        total_loss, correct, segments, videos = 0.0, 0, 0, 0
-        batches = self.data.train.batches(
-            self.config.batch_size, seed=self.config.seed, epoch=epoch, drop_last=self.drop_last
-        )
-        for step, batch in enumerate(batches):
+        train, batch_size = self.data.train, self.config.batch_size
+        host_order = train.order(seed=self.config.seed, epoch=epoch, device="cpu")
+        order, host_order = on_device(host_order, train.device), host_order.numpy()
+        totals = torch.zeros(3, dtype=torch.float64, device=train.device)
+        reported = 0
+        for step in range(self.steps):
+            rows = slice(step * batch_size, (step + 1) * batch_size)
             lr = self.learning_rate(epoch, step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            output = self.objective(batch, epoch, step)
-            self.optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            self.optimizer.step()
-            labels = output.labels
-            total_loss += output.loss.item() * labels.shape[0]
-            videos += labels.shape[0]
-            correct += int((output.logits.argmax(dim=-1) == labels).sum())
-            segments += labels.numel()
-            self.progress.step(epoch, self.config.epochs, total_loss / videos, correct / segments)
-        return total_loss / videos, correct / segments, lr
+            self.step(epoch, step, lr, host_order[rows], order[rows], totals)
+            if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == self.steps:
+                loss, accuracy = self.running_figures(totals, min(rows.stop, len(train)))
+                self.progress.step(epoch, self.config.epochs, loss, accuracy, steps=step + 1 - reported)
+                reported = step + 1
+        return loss, accuracy, lr
+
+    def step(
+        self, epoch: int, step: int, lr: float, global_index: np.ndarray, rows: torch.Tensor, totals: torch.Tensor
+    ) -> None:
+        """One optimizer step on this rank's share of the global batch (`global_index` on the host, `rows` on
+        the device); adds loss·videos, correct segments and segments of the share to `totals` on the device."""
+        share = self.context.share(len(global_index))
+        batch = TrainBatch.share_of(self.data.train.rows(rows[share.positions]), global_index, share.positions)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.config.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        output = self.objective(batch, epoch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        (output.loss * share.weight).backward()
+        self.optimizer.step()
+        if share.count:  # a borrowed video (weight 0) counts nowhere
+            totals[0] += output.loss.detach() * share.count
+            totals[1] += (output.logits.detach().argmax(dim=-1) == output.labels).sum()
+            totals[2] += output.labels.numel()
+
+    def running_figures(self, totals: torch.Tensor, videos: int) -> tuple[float, float]:
+        """Mean loss and segment accuracy of the epoch's first `videos` videos, over every rank (waits for the
+        device)."""
+        loss, correct, segments = self.context.all_reduce_sum(totals.clone()).tolist()
+        return loss / videos, correct / segments
 
 
 def _checkpoint_model(model: nn.Module, data: RunData, config: TrainConfig, epoch: int, val_accuracy: float) -> dict:
@@ -167,20 +241,41 @@ def _checkpoint_model(model: nn.Module, data: RunData, config: TrainConfig, epoc
     }  # fmt: skip
 
 
-def test_report(model: nn.Module, test: ResidentDataset, config: TrainConfig, best: dict) -> dict:
-    """Test metrics of the best-on-validation checkpoint `best`, also after the family's post-processings."""
+def test_report(
+    model: nn.Module,
+    test: ResidentDataset,
+    config: TrainConfig,
+    best: dict,
+    label_sets: dict[str, tuple] | None = None,
+    context: DistributedContext | None = None,
+) -> tuple[dict, torch.Tensor]:
+    """Test metrics of the best-on-validation checkpoint `best` in every variant (`variant_metrics`), also
+    against each label set ``name -> (file, labels [N, T] of the test rows)``; returns them and the raw scores."""
     model.load_state_dict(best["model"])
-    predictions = predict(model, test, config)
+    scores = predict_scores(model, test, config, context)
     report = {
         "split": "test",
         "checkpoint": BEST_FILE,
         "epoch": best["epoch"],
         "val_accuracy": best["val_accuracy"],
-        "metrics": segment_metrics(predictions, test.labels),
+        "labels": DATA_LABELS,
+        "predictions": predictions_file("test"),
+        **variant_metrics(scores, test.labels, config),
     }
-    for name, postprocess in family_of(config.model).postprocessings(config).items():
-        report[name] = segment_metrics(postprocess(predictions), test.labels)
-    return report
+    if label_sets:
+        report["label_sets"] = {
+            name: {"file": file, **variant_metrics(scores, labels, config)}
+            for name, (file, labels) in label_sets.items()
+        }
+    return report, scores
+
+
+def eval_label_sets(config: TrainConfig, data: RunData) -> dict[str, tuple]:
+    """The label set of ``config.eval_labels`` at the test rows, as `test_report` takes it (checked up front)."""
+    if config.eval_labels is None:
+        return {}
+    labels = split_label_set(config.eval_labels, data.test_index, data.num_videos)
+    return {label_set_name(config.eval_labels): (config.eval_labels, labels)}
 
 
 def train(
@@ -197,69 +292,112 @@ def train(
 
     `resume` continues the run in `run_dir` from its ``last.pt`` (the caller passes the run's own config,
     see `resume_config`). `max_epochs_this_run` stops after that many epochs of this call, leaving a
-    resumable run (a time-sliced job; the resume test uses it). `extras` (per-training-row targets,
-    `RunData.extras`) make this call one stage of that pipeline, in a run directory the pipeline has checked.
+    resumable run (a time-sliced job; the resume test uses it). Under torchrun every rank calls it with the same
+    arguments and gets the report (docs/distributed.md). `extras` (per-training-row targets, `RunData.extras`)
+    make this call one stage of that pipeline, in a run directory the pipeline has checked.
     """
     if config.refine != "none" and extras is None:
         from avel_fast.train.refine import train_refined
 
-        return train_refined(config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
+        return train_refined(
+            config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run
+        )
     run_dir = Path(run_dir)
-    progress = progress or TrainProgress()
+    with distributed_context(config.device) as context:
+        return _train(
+            config, run_dir, context, resume, (progress or TrainProgress()) if context.is_main else TrainProgress(),
+            max_epochs_this_run, extras,
+        )  # fmt: skip
+
+
+def _check_run_dir(run_dir: Path, resume: bool, stage: bool) -> None:
+    """`stage`: one stage of a pipeline, whose run directory the pipeline has checked."""
     if resume and not (run_dir / LAST_FILE).is_file():
         raise TrainingError(f"--resume: {run_dir} has no {LAST_FILE} to continue from")
-    if not resume and extras is None:
+    if not resume and not stage:
         check_new_run_dir(run_dir)
-    note = configure_precision(config)
+
+
+def _open_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict | None:
+    """The ``last.pt`` of a resumed run (on the CPU); a new run's directory and ``config.json``."""
+    if resume:
+        return load_checkpoint(run_dir / LAST_FILE, "cpu")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(run_dir, config)
+    return None
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    context: DistributedContext,
+    resume: bool,
+    progress: TrainProgress,
+    max_epochs_this_run: int | None,
+    extras: dict[str, torch.Tensor] | None,
+) -> dict | None:
+    """`train` on this rank: rank 0 alone touches `run_dir` (`DistributedContext.on_main`); `config` is the
+    stored one, `run` the one on this rank's device."""
+    run = localized(config, context)
+    context.on_main(lambda: _check_run_dir(run_dir, resume, extras is not None))
+    note = configure_precision(run)
     if note:
         progress.note(note)
-    data = load_run_data(config, extras)
-    seed_everything(config.seed)
-    model = build_model(config)
-    optimizer = build_optimizer(config, model)
+    data = load_run_data(run, extras)
+    label_sets = eval_label_sets(run, data)
+    seed_everything(run.seed)
+    model = build_model(run)
+    optimizer = build_optimizer(run, model)
     first_epoch, best_accuracy, best_epoch = 0, float("-inf"), 0
-    if resume:
-        checkpoint = load_checkpoint(run_dir / LAST_FILE, config.device)
+    checkpoint = context.on_main(lambda: _open_run_dir(run_dir, config, resume))
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_rng_state(checkpoint["rng"], config.device)
+        rank_states = checkpoint.get("rank_rng")
+        same_ranks = rank_states is not None and len(rank_states) == context.world_size
+        restore_rng_state(rank_states[context.rank] if same_ranks else checkpoint["rng"], run.device)
         first_epoch, best_epoch = checkpoint["epoch"], checkpoint["best_epoch"]
         best_accuracy = checkpoint["best_accuracy"]
-        truncate_metrics(run_dir, first_epoch)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, config)
+        if context.is_main:
+            truncate_metrics(run_dir, first_epoch)
     stop = config.epochs if max_epochs_this_run is None else min(config.epochs, first_epoch + max_epochs_this_run)
 
-    trainer = EpochTrainer(model, optimizer, data, config, progress)
+    trainer = EpochTrainer(model, optimizer, data, run, progress, context)
     with progress:
         progress.start(trainer.steps * config.epochs, trainer.steps * first_epoch)
         for epoch in range(first_epoch, stop):
             started = time.perf_counter()
             train_loss, train_accuracy, lr = trainer.run(epoch)
-            val = segment_metrics(predict(model, data.val, config), data.val.labels)
+            val = segment_metrics(predict(model, data.val, run, context), data.val.labels)
             improved = val["accuracy"] > best_accuracy
             if improved:
                 best_accuracy, best_epoch = val["accuracy"], epoch + 1
+            rank_states = context.all_objects(rng_state(run.device))
+            if not context.is_main:
+                continue
+            if improved:
                 save_checkpoint(run_dir / BEST_FILE, _checkpoint_model(model, data, config, epoch + 1, best_accuracy))
             record = {
                 "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
                 "val": scalar_metrics(val), "best": improved, "seconds": time.perf_counter() - started,
             }  # fmt: skip
             append_metrics(run_dir, record)
-            save_checkpoint(
-                run_dir / LAST_FILE,
-                {
-                    **_checkpoint_model(model, data, config, epoch + 1, val["accuracy"]),
-                    "optimizer": optimizer.state_dict(), "rng": rng_state(config.device),
-                    "best_accuracy": best_accuracy, "best_epoch": best_epoch,
-                },  # fmt: skip
-            )
+            last = {
+                **_checkpoint_model(model, data, config, epoch + 1, val["accuracy"]),
+                "optimizer": optimizer.state_dict(), "rng": rank_states[0],
+                "best_accuracy": best_accuracy, "best_epoch": best_epoch,
+            }  # fmt: skip
+            if context.distributed:
+                last["rank_rng"] = rank_states
+            save_checkpoint(run_dir / LAST_FILE, last)
             progress.epoch_done(record)
     if stop < config.epochs:
         return None
-    report = test_report(model, data.test, config, load_checkpoint(run_dir / BEST_FILE, config.device))
-    write_json(run_dir / TEST_METRICS_FILE, report)
+    best = context.on_main(lambda: load_checkpoint(run_dir / BEST_FILE, "cpu"))
+    report, scores = test_report(model, data.test, run, best, label_sets, context)
+    if context.is_main:
+        write_predictions(run_dir / predictions_file("test"), data.test_index, scores.argmax(dim=-1), scores)
+        write_json(run_dir / TEST_METRICS_FILE, report)
     return report
 
 
@@ -277,19 +415,36 @@ def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
 
 
 def evaluate_run(
-    run_dir: str | Path, *, split: str = "test", use_b2ilc: bool = False, device: str | None = None
+    run_dir: str | Path,
+    *,
+    split: str = "test",
+    use_b2ilc: bool = False,
+    device: str | None = None,
+    protocol: str = "argmax",
+    labels: str | Path | None = None,
 ) -> tuple[TrainConfig, dict]:
-    """Segment metrics of the run's best-on-validation checkpoint on `split` (optionally after B2ILC)."""
+    """Segment metrics of the run's best-on-validation checkpoint on `split` under `protocol`
+    (docs/metrics.md#protocols), optionally after B2ILC, against the data's labels or the label file `labels`
+    (docs/metrics.md#label-sets).
+
+    Writes the split's raw scores and the protocol's classes to ``<split>_predictions.h5`` in the run directory
+    (atomically, replacing an earlier evaluation of the split), the protocol and label set in its attributes.
+    """
     run_dir = Path(run_dir)
+    check_protocol(protocol)
     config = read_config(run_dir, device=device)
     configure_precision(config)
     best = load_checkpoint(run_dir / BEST_FILE, config.device)
     stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
     rows = load_split(config, split, stats)
+    target = rows.rows.labels if labels is None else split_label_set(labels, rows.video_index, rows.num_videos)
+    label_name = DATA_LABELS if labels is None else str(Path(labels).resolve())
     model = build_model(config)
     model.load_state_dict(best["model"])
-    predictions = predict(model, rows, config)
-    if use_b2ilc:
-        predictions = b2ilc(predictions)
-    metrics = segment_metrics(predictions, rows.labels)
-    return config, {"split": split, "epoch": best["epoch"], "b2ilc": use_b2ilc, **metrics}
+    scores = predict_scores(model, rows.rows, config)
+    classes = protocol_classes(scores, protocol, config)
+    path = run_dir / predictions_file(split)
+    write_predictions(path, rows.video_index, classes, scores, protocol=protocol, labels=label_name)
+    metrics = segment_metrics(b2ilc(classes) if use_b2ilc else classes, target)
+    result = {"split": split, "epoch": best["epoch"], "protocol": protocol, "b2ilc": use_b2ilc, "labels": label_name}
+    return config, {**result, "predictions": str(path), **metrics}

@@ -17,8 +17,8 @@ class TrainProgress:
     def start(self, total_steps: int, completed_steps: int) -> None:
         pass
 
-    def step(self, epoch: int, epochs: int, loss: float, accuracy: float) -> None:
-        pass
+    def step(self, epoch: int, epochs: int, loss: float, accuracy: float, steps: int = 1) -> None:
+        """`steps` more training steps are done; `loss` and `accuracy` are the epoch's running figures."""
 
     def epoch_done(self, record: dict) -> None:
         pass
@@ -59,8 +59,8 @@ class RichTrainProgress(TrainProgress):
             "train", total=total_steps, completed=completed_steps, epoch="-", loss=float("nan"), accuracy=0.0
         )
 
-    def step(self, epoch: int, epochs: int, loss: float, accuracy: float) -> None:
-        self.bar.update(self.task, advance=1, epoch=f"{epoch + 1}/{epochs}", loss=loss, accuracy=accuracy)
+    def step(self, epoch: int, epochs: int, loss: float, accuracy: float, steps: int = 1) -> None:
+        self.bar.update(self.task, advance=steps, epoch=f"{epoch + 1}/{epochs}", loss=loss, accuracy=accuracy)
 
     def epoch_done(self, record: dict) -> None:
         val = record["val"]

@@ -35,6 +35,7 @@ from avel_fast.reference.label_refinement import (
 )
 from avel_fast.train.config import TrainConfig, TrainingError
 from avel_fast.train.data import RunData, load_run_data
+from avel_fast.train.distributed import launched_by_torchrun
 from avel_fast.train.engine import build_model, predict_scores, train
 from avel_fast.train.families import family_of
 from avel_fast.train.families.weak import background_rows
@@ -151,6 +152,8 @@ def train_refined(
 ) -> dict | None:
     """Run the stages of ``config.refine`` into `run_dir` (module docstring); returns the test report of the last
     stage, or None when a stage stopped early (`max_epochs_this_run` applies to each stage)."""
+    if launched_by_torchrun():
+        raise TrainingError(f"--refine {config.refine} runs its stages on a single process: leave torchrun out")
     run_dir = Path(run_dir)
     progress = progress or TrainProgress()
     if not resume:

@@ -1,7 +1,8 @@
 """Several seeds of one configuration: their run directories and the summary of their test metrics
 (docs/metrics.md#seeds).
 
-A sweep directory holds one run directory per seed, ``seed-<k>/``, and ``summary.json``::
+A sweep directory (`avel_fast.train.seeds.train_seeds`, ``avel-fast train --seeds``) holds one run directory
+per seed, ``seed-<k>/``, and ``summary.json``::
 
     {"seeds": [...], "best_epochs": [...], "metrics": {name: {"mean": m, "std": s, "values": [...]}}}
 
@@ -57,6 +58,16 @@ def scalar_test_metrics(report: dict) -> dict[str, float]:
             if key in scores:
                 values.update({f"{prefix}{variant}{name}": _value(scores[key][name]) for name in SCALAR_METRICS})
     return values
+
+
+def report_columns(report: dict) -> dict[str, dict[str, float]]:
+    """The scalar metrics of a ``test_metrics.json`` report by table column: ``test``, ``test b2ilc``, ``test
+    broadcast``, ``test right_labels``, ``test right_labels/b2ilc``... (the summary names without the metric)."""
+    columns: dict[str, dict[str, float]] = {}
+    for name, value in scalar_test_metrics(report).items():
+        prefix, _, metric = name.rpartition("/")
+        columns.setdefault(f"test {prefix}" if prefix else "test", {})[metric] = value
+    return columns
 
 
 def read_test_report(run_dir: str | Path) -> dict:

@@ -5,27 +5,49 @@ the training objective of a batch, the raw segment scores of a forward pass, its
 broadcast protocol) and the post-processings reported beside the plain test metrics. The engine
 (`avel_fast.train.engine`) holds no model-specific branch: it looks the family up in `FAMILIES` by
 ``config.model`` (docs/training.md#families).
+
+An objective sees one rank's share of each global batch (`TrainBatch`; the whole batch in a single process). It
+calls the model it was given (under torchrun the `DistributedDataParallel` wrapper, with ``--compile`` the
+compiled module), returns a loss that is a mean over the videos of its share, keeps what belongs together (a
+video and its replica) in the rows of one video, draws augmentations per position in the global batch, and reads
+no tensor value on the host (docs/distributed.md).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avel_fast.data import Batch
 from avel_fast.reference import mil_loss, mil_pool
 from avel_fast.train.errors import TrainingError
 from avel_fast.train.schedule import CyclicCosineSchedule
 
 if TYPE_CHECKING:
-    from avel_fast.data import Batch
     from avel_fast.train.config import TrainConfig
     from avel_fast.train.data import RunData
+
+
+@dataclass(frozen=True)
+class TrainBatch(Batch):
+    """One rank's share of a global training batch (the `Batch` fields, on the device) and, on the host, the
+    dataset rows of the whole global batch with the positions of the share in it."""
+
+    global_index: np.ndarray  # int64 [B]
+    positions: slice
+
+    @classmethod
+    def share_of(cls, batch: Batch, global_index: np.ndarray, positions: slice) -> TrainBatch:
+        fields = {field.name: getattr(batch, field.name) for field in dataclasses.fields(Batch)}
+        return cls(**fields, global_index=global_index, positions=positions)
 
 
 @dataclass(frozen=True)
@@ -50,10 +72,10 @@ class Objective:
 
     def segment_loss(self, logits: torch.Tensor, labels: torch.Tensor, video_labels: torch.Tensor) -> torch.Tensor:
         if self.config.setting == "wsel":
-            return mil_loss(logits, video_labels)
+            return mil_loss(logits, video_labels, check_labels=False)  # checked when loaded
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
-    def __call__(self, batch: Batch, epoch: int, step: int) -> StepOutput:
+    def __call__(self, batch: TrainBatch, epoch: int, step: int) -> StepOutput:
         with autocast(self.config):
             logits = self.family.scores(self.model, batch.audio, batch.visual).float()
         return StepOutput(self.segment_loss(logits, batch.labels, batch.video_labels), logits, batch.labels)

@@ -16,9 +16,10 @@ def replica_seed(seed: int, epoch: int, step: int) -> int:
 
 
 class ReplicaObjective(Objective):
-    """With ``replicate``: one replica per video (`ReplicaSampler`, seeded by ``(seed, epoch, step)``), gathered on
-    the device and interleaved with the originals, the RGCT linking each pair when ``link`` (``group_size=2``),
-    the loss on both."""
+    """With ``replicate``: one replica per video (`ReplicaSampler`, seeded by ``(seed, epoch, step)`` and drawn for
+    the whole global batch on the host, so a replica depends on its video's position in the global batch, not on
+    the number of ranks), gathered on the device and interleaved with the originals, the RGCT linking each pair
+    when ``link`` (``group_size=2``), the loss on both."""
 
     def __init__(self, family, model, data, config) -> None:
         super().__init__(family, model, data, config)
@@ -29,7 +30,8 @@ class ReplicaObjective(Objective):
             return super().__call__(batch, epoch, step)
         train = self.data.train
         seed = replica_seed(self.config.seed, epoch, step)
-        video_idx, segment_idx = self.sampler.sample(batch.index.cpu().numpy(), seed)
+        video_idx, segment_idx = self.sampler.sample(batch.global_index, seed)
+        video_idx, segment_idx = video_idx[batch.positions], segment_idx[batch.positions]
         audio = interleave(batch.audio, gather_segments(train.audio, video_idx, segment_idx))
         visual = gather_segments(train.visual, video_idx, segment_idx).to(train.compute_dtype)
         visual = interleave(batch.visual, visual)

@@ -13,7 +13,9 @@ class LSSObjective(Objective):
 
     def __init__(self, family, model, data, config) -> None:
         super().__init__(family, model, data, config)
-        self.lss = (fast_nn if config.backend == "fast" else reference).LSSLoss() if config.lss else None
+        fast = config.backend == "fast"
+        lss = fast_nn.LSSLoss(check_labels=False) if fast else reference.LSSLoss()  # labels checked when loaded
+        self.lss = lss if config.lss else None
 
     def __call__(self, batch, epoch: int, step: int) -> StepOutput:
         if self.lss is None:

@@ -91,6 +91,11 @@ class WeakObjective(Objective):
         self.base = family.weak_base(AutocastModel(model, config))
         self.background = None
         if config.aux:
+            if not hasattr(model, "segment_features"):
+                raise TrainingError(
+                    f"--aux splices per-segment features, which {type(model).__name__} does not expose: "
+                    "run it on a single process (not under torchrun)"
+                )
             self.background = background_rows(data.train.video_labels)
             if len(self.background) == 0:
                 raise TrainingError("--aux needs background-only videos in the training set (none found)")
