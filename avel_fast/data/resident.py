@@ -22,14 +22,41 @@ POOL_CHUNK_VIDEOS = 256
 class Batch:
     """One batch on the device: features in the compute dtype, labels, and the row indices it holds."""
 
-    audio: torch.Tensor  # [B, T, 128]
+    audio: torch.Tensor  # [B, T, D]
     visual: torch.Tensor  # [B, T, 7, 7, 512] or pooled [B, T, 512]
     labels: torch.Tensor  # int64 [B, T]
     video_labels: torch.Tensor  # [B, 29]
     index: torch.Tensor  # int64 [B], rows of the dataset
 
 
-class ResidentDataset:
+class SeededBatches:
+    """The batch arithmetic and seeded epoch order of a dataset resident on `self.device` (any row type)."""
+
+    device: torch.device
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def num_batches(self, batch_size: int, *, drop_last: bool = False) -> int:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected >= 1")
+        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+
+    def order(self, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) -> torch.Tensor:
+        """The epoch's row order on the device: a permutation seeded by ``derive_seed(seed, epoch)``."""
+        if not shuffle:
+            return torch.arange(len(self), device=self.device)
+        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
+        return torch.randperm(len(self), generator=generator).to(self.device)
+
+    def batch_indices(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0,
+                      drop_last: bool = False) -> tuple[torch.Tensor, ...]:
+        """The row indices of each batch of one epoch."""
+        order = self.order(shuffle=shuffle, seed=seed, epoch=epoch)
+        return order[: self.num_batches(batch_size, drop_last=drop_last) * batch_size].split(batch_size)
+
+
+class ResidentDataset(SeededBatches):
     """All rows of `data` on `device`; `visual_dtype` is the storage dtype of the visual maps (default: as given)."""
 
     def __init__(
@@ -66,18 +93,6 @@ class ResidentDataset:
                 self._pooled = torch.cat(chunks).to(self.compute_dtype)
         return self._pooled
 
-    def num_batches(self, batch_size: int, *, drop_last: bool = False) -> int:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: expected >= 1")
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
-
-    def order(self, *, shuffle: bool = True, seed: int = 0, epoch: int = 0) -> torch.Tensor:
-        """The epoch's row order on the device: a permutation seeded by ``derive_seed(seed, epoch)``."""
-        if not shuffle:
-            return torch.arange(len(self), device=self.device)
-        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
-        return torch.randperm(len(self), generator=generator).to(self.device)
-
     def batches(
         self,
         batch_size: int,
@@ -90,8 +105,7 @@ class ResidentDataset:
     ) -> Iterator[Batch]:
         """The batches of one epoch; `pooled=True` gives the cached pooled visual features instead of the maps."""
         visual = self.pooled_visual if pooled else self.visual
-        order = self.order(shuffle=shuffle, seed=seed, epoch=epoch)
-        for index in order[: self.num_batches(batch_size, drop_last=drop_last) * batch_size].split(batch_size):
+        for index in self.batch_indices(batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last):
             yield Batch(
                 audio=self.audio.index_select(0, index),
                 visual=visual.index_select(0, index).to(self.compute_dtype),
