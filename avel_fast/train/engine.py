@@ -17,6 +17,7 @@ state the loop consumes is torch's, for dropout).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from avel_fast.postprocess import b2ilc
 from avel_fast.train.config import TrainConfig, TrainingError
 from avel_fast.train.families import family_of
 from avel_fast.train.families.base import autocast
-from avel_fast.train.data import FeatureStats, RunData, load_run_data, load_split
+from avel_fast.train.data import FeatureStats, RunData, load_split
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
     BEST_FILE,
@@ -99,7 +100,21 @@ def predict(model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> 
 
 
 def scalar_metrics(metrics: dict) -> dict:
-    return {name: metrics[name] for name in SCALAR_METRICS}
+    return {name: metrics[name] for name in SCALAR_METRICS if name in metrics}
+
+
+def fitted_config(config: TrainConfig, train: ResidentDataset) -> TrainConfig:
+    """`config` with the values its training data fixes (`ModelFamily.data_values`: the audio width); data
+    that disagrees with a value already stored (a resumed or evaluated run) is refused."""
+    values = family_of(config.model).data_values(train)
+    for name, value in values.items():
+        stored = getattr(config, name)
+        if stored is not None and stored != value:
+            raise TrainingError(
+                f"the data has {name.replace('_', ' ')} {value}, but the run was trained with {stored} "
+                f"({config.data or 'synthetic'})"
+            )
+    return dataclasses.replace(config, **values)
 
 
 def rng_state(device: str) -> dict:
@@ -202,7 +217,9 @@ def train(
     note = configure_precision(config)
     if note:
         progress.note(note)
-    data = load_run_data(config)
+    family = family_of(config.model)
+    data = family.load_data(config)
+    config = fitted_config(config, data.train)
     seed_everything(config.seed)
     model = build_model(config)
     optimizer = build_optimizer(config, model)
@@ -226,7 +243,7 @@ def train(
         for epoch in range(first_epoch, stop):
             started = time.perf_counter()
             train_loss, train_accuracy, lr = trainer.run(epoch)
-            val = segment_metrics(predict(model, data.val, config), data.val.labels)
+            val = family.evaluate(model, data.val, config)
             improved = val["accuracy"] > best_accuracy
             if improved:
                 best_accuracy, best_epoch = val["accuracy"], epoch + 1
@@ -247,9 +264,9 @@ def train(
             progress.epoch_done(record)
     if stop < config.epochs:
         return None
-    report = test_report(model, data.test, config, load_checkpoint(run_dir / BEST_FILE, config.device))
+    report = family.test_report(model, data.test, config, load_checkpoint(run_dir / BEST_FILE, config.device))
     write_json(run_dir / TEST_METRICS_FILE, report)
-    return report
+    return {**report, "summaries": family.finish(run_dir, model, data, config)}
 
 
 def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
@@ -271,10 +288,14 @@ def evaluate_run(
     """Segment metrics of the run's best-on-validation checkpoint on `split` (optionally after B2ILC)."""
     run_dir = Path(run_dir)
     config = read_config(run_dir, device=device)
+    note = family_of(config.model).eval_note
+    if note:
+        raise TrainingError(f"{run_dir}: {note}")
     configure_precision(config)
     best = load_checkpoint(run_dir / BEST_FILE, config.device)
     stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
     rows = load_split(config, split, stats)
+    config = fitted_config(config, rows)
     model = build_model(config)
     model.load_state_dict(best["model"])
     predictions = predict(model, rows, config)

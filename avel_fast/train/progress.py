@@ -64,7 +64,7 @@ class RichTrainProgress(TrainProgress):
         mark = "  [green]best[/green]" if record["best"] else ""
         self.console.print(
             f"epoch {record['epoch']:>3} loss {record['train_loss']:.3f} acc {record['train_accuracy']:6.2%} | val acc "
-            f"{val['accuracy']:6.2%} F1 non-AVE {_number(val['non_ave_f1'])} AVE {_number(val['ave_f1'])}"
+            f"{val['accuracy']:6.2%} F1 non-AVE {_number(val.get('non_ave_f1'))} AVE {_number(val.get('ave_f1'))}"
             f" | {record['seconds']:.0f}s{mark}"
         )
 

@@ -2,7 +2,9 @@
 
 A family builds its model (reference or fast backend), names the options it owns and its preset values, gives
 the training objective of a batch, the raw segment scores of a forward pass, its video-level pooling (for the
-broadcast protocol) and the post-processings reported beside the plain test metrics. The engine
+broadcast protocol) and the post-processings reported beside the plain test metrics. The defaults fit the AVE
+models; a family with other data (the sound pretext network) also replaces how its data is loaded, how a split
+is scored, its test report and what it writes after it. The engine
 (`avel_fast.train.engine`) holds no model-specific branch: it looks the family up in `FAMILIES` by
 ``config.model`` (docs/training.md#families).
 """
@@ -18,12 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avel_fast.constants import AUDIO_DIM
 from avel_fast.reference import mil_loss, mil_pool
 from avel_fast.train.errors import TrainingError
 from avel_fast.train.schedule import CyclicCosineSchedule
 
 if TYPE_CHECKING:
-    from avel_fast.data import Batch
+    from pathlib import Path
+
+    from avel_fast.data import Batch, ResidentDataset
     from avel_fast.train.config import TrainConfig
     from avel_fast.train.data import RunData
 
@@ -59,6 +64,11 @@ class Objective:
         return StepOutput(self.segment_loss(logits, batch.labels, batch.video_labels), logits, batch.labels)
 
 
+def audio_dim(config: TrainConfig) -> int:
+    """The width of the run's audio features (`TrainConfig.audio_dim`, read from the data; 128 when unset)."""
+    return config.audio_dim or AUDIO_DIM
+
+
 def autocast(config: TrainConfig):
     """bf16 autocast for ``precision="bf16"``; fp32 (or TF32 matmuls on CUDA) otherwise."""
     if config.precision == "bf16":
@@ -83,6 +93,10 @@ class ModelFamily:
     objective_class: ClassVar[type[Objective]] = Objective
     drop_last: ClassVar[bool] = False
     """Training epochs drop the last partial batch (the public recipe of the AVE baseline and PSP)."""
+    ignored_options: ClassVar[tuple[str, ...]] = ()
+    """Shared options this family does not read (an explicit value is refused)."""
+    eval_note: ClassVar[str | None] = None
+    """Why `avel-fast eval` cannot score this family's runs; None when it can."""
 
     def preset_values(self, preset: str, setting: str) -> dict:
         """The family's values of `preset` on top of the shared ones (`avel_fast.train.config.PRESET_VALUES`)."""
@@ -104,6 +118,36 @@ class ModelFamily:
 
     def objective(self, model: nn.Module, data: RunData, config: TrainConfig) -> Objective:
         return self.objective_class(self, model, data, config)
+
+    def load_data(self, config: TrainConfig) -> RunData:
+        """The run's training set and its validation and test splits, resident on the device: the AVE features
+        (`avel_fast.train.data.load_run_data`). Another family returns an object with the same ``train``,
+        ``val``, ``test`` and ``stats`` attributes, its splits offering ``batches`` / ``num_batches``."""
+        from avel_fast.train.data import load_run_data
+
+        return load_run_data(config)
+
+    def data_values(self, train: ResidentDataset) -> dict:
+        """Config values the training data fixes, recorded in ``config.json``: the width of the audio features."""
+        return {"audio_dim": train.audio.shape[-1]}
+
+    def evaluate(self, model: nn.Module, dataset: ResidentDataset, config: TrainConfig) -> dict:
+        """Metrics of `model` on a split (selection uses ``"accuracy"``): `segment_metrics` of its predictions."""
+        from avel_fast.metrics import segment_metrics
+        from avel_fast.train.engine import predict
+
+        return segment_metrics(predict(model, dataset, config), dataset.labels)
+
+    def test_report(self, model: nn.Module, test: ResidentDataset, config: TrainConfig, best: dict) -> dict:
+        """The report of the best checkpoint `best` on test (``test_metrics.json``; `engine.test_report`)."""
+        from avel_fast.train.engine import test_report
+
+        return test_report(model, test, config, best)
+
+    def finish(self, run_dir: Path, model: nn.Module, data: RunData, config: TrainConfig) -> dict:
+        """Run after the test report with the best model: further files of the run directory; returns the
+        summaries `train` adds to its report under ``"summaries"`` (section -> name -> value). None by default."""
+        return {}
 
     def scores(self, model: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Raw segment scores ``[B, T, C]`` (before any softmax); the prediction is their argmax."""
