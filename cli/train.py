@@ -26,7 +26,8 @@ def scalar_table(title: str, columns: dict[str, dict]) -> Table:
     for name in columns:
         table.add_column(name, justify="right")
     for key, label in SCALAR_METRICS.items():
-        table.add_row(label, *(_value(metrics[key]) for metrics in columns.values()))
+        if any(key in metrics for metrics in columns.values()):
+            table.add_row(label, *(_value(metrics.get(key)) for metrics in columns.values()))
     return table
 
 
@@ -48,8 +49,10 @@ def _fail(err: Exception) -> None:
 
 
 def train_command(
-    model: str = typer.Argument(..., help="The model family: dpnet or edrnet."),
-    data: Optional[Path] = typer.Option(None, "--data", help="AVE directory (docs/data.md); default: synthetic AVE."),
+    model: str = typer.Argument(..., help="The model family: dpnet, edrnet or pretext."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="AVE directory (docs/data.md), pretext: (image, WAV) pairs; default: synthetic data."
+    ),
     setting: Optional[str] = typer.Option(None, "--setting", help="sel (supervised, default) or wsel (weakly)."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="paper | quick | smoke; default paper with a GPU, quick without."
@@ -76,6 +79,10 @@ def train_command(
     lss_weight: Optional[float] = typer.Option(None, "--lss-weight", help="EDRNet: λ₂ of the LSS loss."),
     smb: Optional[bool] = typer.Option(None, "--smb/--no-smb", help="EDRNet: add SMB-fused videos."),
     smb_per_class: Optional[int] = typer.Option(None, "--smb-per-class", help="EDRNet: fused videos per class."),
+    features: Optional[str] = typer.Option(None, "--features", help="pretext: sound summary, textures | mfcc."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="pretext: cluster (k-means) | bits (PCA signs)."),
+    k: Optional[int] = typer.Option(None, "--k", help="pretext: clusters or bits (default 15)."),
+    visual_net: Optional[str] = typer.Option(None, "--visual-net", help="pretext: alexnet | small (preset's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory; default runs/<model>-<setting>-<time>."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
 ) -> None:
@@ -88,7 +95,8 @@ def train_command(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
         dim=dim, visual_channels=visual_channels, seed=seed, data_seed=data_seed, device=device, precision=precision,
         backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
-        smb=smb, smb_per_class=smb_per_class, data=str(data.resolve()) if data is not None else None,
+        smb=smb, smb_per_class=smb_per_class, features=features, targets=targets, k=k, visual_net=visual_net,
+        data=str(data.resolve()) if data is not None else None,
     )  # fmt: skip
     try:
         if resume:
@@ -104,7 +112,7 @@ def train_command(
             out = out or Path("runs") / f"{model}-{config.setting}-{time.strftime('%Y%m%d-%H%M%S')}"
         console.print(
             f"{'resuming' if resume else 'training'} {config.model} ({config.setting}, preset {config.preset}, "
-            f"{config.data or 'synthetic AVE'}) on {config.device} into {out}"
+            f"{config.data or 'synthetic data'}) on {config.device} into {out}"
         )
         report = train(config, out, resume=resume, progress=RichTrainProgress(console))
     except (TrainingError, AVEFormatError) as err:
@@ -114,6 +122,8 @@ def train_command(
         columns["test + B2ILC"] = report["b2ilc"]
     title = f"best validation epoch {report['epoch']} (val acc {report['val_accuracy']:.4f})"
     console.print(scalar_table(title, columns))
+    for section, values in report.get("summaries", {}).items():
+        console.print(f"{section}: " + ", ".join(f"{name} {_value(value)}" for name, value in values.items()))
     console.print(f"run directory: {out}")
 
 
