@@ -57,8 +57,9 @@ def test_smoke_run_writes_the_run_directory_and_the_probe(tmp_path):
     assert probe["nmi"] >= 0.9 and probe["scenes"] == 6  # texture clusters recover the scenes
     assert probe["probe_train_examples"] == 54 and probe["probe_test_examples"] == 18
     assert f"probe accuracy, pretext {probe['probe_accuracy']['pretext']:.4f}" in result.output
-    refused = invoke("eval", out)
-    assert refused.exit_code == 1 and "a pretext run is scored when it ends" in refused.output
+    for command in ("eval", "report"):
+        refused = invoke(command, out)
+        assert refused.exit_code == 1 and "a pretext run is scored when it ends" in refused.output, command
 
 
 def test_bit_targets_from_mfcc(tmp_path):

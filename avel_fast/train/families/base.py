@@ -96,7 +96,7 @@ class ModelFamily:
     ignored_options: ClassVar[tuple[str, ...]] = ()
     """Shared options this family does not read (an explicit value is refused)."""
     eval_note: ClassVar[str | None] = None
-    """Why `avel-fast eval` cannot score this family's runs; None when it can."""
+    """Why `avel-fast eval` and `avel-fast report` cannot read this family's runs; None when they can."""
 
     def preset_values(self, preset: str, setting: str) -> dict:
         """The family's values of `preset` on top of the shared ones (`avel_fast.train.config.PRESET_VALUES`)."""

@@ -183,7 +183,7 @@ class PretextFamily(ModelFamily):
     objective_class = PretextObjective
     eval_note = (
         "a pretext run is scored when it ends (test_metrics.json: target accuracy; probe.json: linear probe and "
-        "NMI); avel-fast eval scores the event-localization models"
+        "NMI); avel-fast eval and report read the event-localization models' runs"
     )
 
     def preset_values(self, preset: str, setting: str) -> dict:
