@@ -66,7 +66,14 @@ def test_eval_refuses_data_of_another_width(tmp_path, texture_ave):
         evaluate_run(out)
 
 
-def test_a_run_of_the_default_width_records_it(tmp_path):
+def test_a_run_of_the_default_width_records_it_and_refuses_other_data(tmp_path, texture_ave):
+    """Without standardisation the recorded width itself is checked (`fitted_config`)."""
     out = tmp_path / "run"
-    assert invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--out", out).exit_code == 0
-    assert json.loads((out / "config.json").read_text())["config"]["audio_dim"] == 128
+    result = invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--no-standardize", "--out", out)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["audio_dim"] == 128
+    config["config"]["data"] = str(texture_ave)
+    (out / "config.json").write_text(json.dumps(config))
+    result = invoke("eval", out)
+    assert result.exit_code == 1 and "the data has audio dim 502, but the run was trained with 128" in result.output

@@ -97,13 +97,15 @@ class PretextObjective(Objective):
         return StepOutput(pretext_loss(logits, batch.targets, self.config.targets), *decisions(logits, batch.targets))
 
 
-def sound_features(kind: str, waveforms, sample_rates) -> torch.Tensor:
-    """[N, D] summaries of the sounds: per clip (any rate and length), one batch when they share both."""
+def sound_features(kind: str, waveforms, sample_rates, device="cpu") -> torch.Tensor:
+    """[N, D] summaries of the sounds computed on `device`, as float32 on the CPU: per clip (any rate and
+    length), one batch when they share both."""
     summary = texture_statistics if kind == "textures" else mfcc_vector
-    options = {"method": "decimated"} if kind == "textures" else {}
+    options = {"method": "decimated", "device": device} if kind == "textures" else {"device": device}
     if len(set(sample_rates)) == 1 and len({len(wave) for wave in waveforms}) == 1:
-        return summary(torch.as_tensor(np.stack(waveforms)), sample_rates[0], **options).float()
-    rows = [summary(torch.as_tensor(wave), rate, **options).float() for wave, rate in zip(waveforms, sample_rates)]
+        return summary(torch.as_tensor(np.stack(waveforms)), sample_rates[0], **options).float().cpu()
+    rows = [summary(torch.as_tensor(wave), rate, **options).float().cpu()
+            for wave, rate in zip(waveforms, sample_rates)]
     if len({row.shape for row in rows}) > 1:
         raise ValueError("sounds of different lengths give MFCC of different sizes: use --features textures")
     return torch.stack(rows)
@@ -155,7 +157,7 @@ def load_pretext_data(config) -> PretextData:
     images, waveforms, sample_rates, scenes = load_examples(config)
     train, val, test = split_rows(len(waveforms), config.data_seed)
     try:
-        features = sound_features(config.features, waveforms, sample_rates)
+        features = sound_features(config.features, waveforms, sample_rates, config.device)
         targets = fitted_targets(features, train, config.targets, config.k, config.seed)
     except ValueError as err:
         raise TrainingError(
