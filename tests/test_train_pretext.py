@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from avel_fast.cli.main import app
 from avel_fast.pretext import read_pairs, synthetic_scenes
-from avel_fast.train import resolve_config, train
+from avel_fast.train import resolve_config, resume_config, train
+from avel_fast.train.run_dir import read_metrics
 from avel_fast.train.families.pretext import decisions
 
 soundfile = pytest.importorskip("soundfile")
@@ -71,6 +72,18 @@ def test_bit_targets_from_mfcc(tmp_path):
     assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
 
 
+def test_resumed_pretext_run_equals_the_uninterrupted_one(tmp_path):
+    config = resolve_config("pretext", preset="smoke", epochs=3)
+    full = train(config, tmp_path / "full")
+    assert train(config, tmp_path / "cut", max_epochs_this_run=1) is None
+    resumed = train(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
+    assert resumed == full
+    timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(tmp_path / name)]
+                for name in ("full", "cut")]
+    assert timeless[0] == timeless[1]
+    assert (tmp_path / "cut" / "probe.json").read_text() == (tmp_path / "full" / "probe.json").read_text()
+
+
 def test_bit_decisions_are_the_signs_of_the_logits():
     logits = torch.tensor([[2.0, -1.0, 0.5], [-0.1, 3.0, -2.0]])
     bits = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
@@ -105,6 +118,7 @@ def test_train_on_a_directory_of_pairs(tmp_path):
         (("pretext", "--visual-channels", "8"), "--visual-channels is an option of edrnet"),
         (("pretext", "--dim", "64"), "--dim is not an option of pretext"),
         (("pretext", "--no-standardize"), "--standardize is not an option of pretext"),
+        (("pretext", "--backend", "reference"), "--backend is not an option of pretext"),
         (("pretext", "--setting", "wsel"), "--setting wsel is not an option of pretext"),
         (("pretext", "--features", "wav"), "--features 'wav': expected one of textures, mfcc"),
         (("pretext", "--targets", "vq"), "--targets 'vq': expected one of cluster, bits"),

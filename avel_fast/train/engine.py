@@ -4,10 +4,11 @@ Per iteration: a batch of the resident training set in the order seeded by ``(se
 rate of the family's schedule (`CyclicCosineSchedule` by default), the optimizer of the config (AdamW by
 default) and the loss of the model's family (`ModelFamily.objective`:
 segment cross-entropy in SEL, `mil_loss` on the video labels in WSEL, plus what the family adds: DPNet's
-replicas, EDRNet's LSS). After each epoch: segment metrics on validation, ``metrics.jsonl``, ``best.pt`` when
-the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``. At the end: the
-best-on-validation checkpoint scored on test (and after the family's post-processings, e.g. EDRNet's B2ILC),
-``test_metrics.json``. Test never takes part in selection.
+replicas, EDRNet's LSS). After each epoch: the family's metrics on validation (`ModelFamily.evaluate`, segment
+metrics by default), ``metrics.jsonl``, ``best.pt`` when the validation accuracy improves (strictly: the
+earliest best epoch wins) and ``last.pt``. At the end: the best-on-validation checkpoint scored on test (and
+after the family's post-processings, e.g. EDRNet's B2ILC), ``test_metrics.json``, then what the family writes
+after it (`ModelFamily.finish`: the pretext network's ``probe.json``). Test never takes part in selection.
 
 Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
 replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
@@ -201,8 +202,8 @@ def train(
     progress: TrainProgress | None = None,
     max_epochs_this_run: int | None = None,
 ) -> dict | None:
-    """Train `config` into `run_dir` (docs/training.md#run-directory); returns the test report, or None when
-    stopped early.
+    """Train `config` into `run_dir` (docs/training.md#run-directory); returns the test report with the family's
+    ``summaries`` (`ModelFamily.finish`), or None when stopped early.
 
     `resume` continues the run in `run_dir` from its ``last.pt`` (the caller passes the run's own config,
     see `resume_config`). `max_epochs_this_run` stops after that many epochs of this call, leaving a

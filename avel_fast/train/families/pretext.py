@@ -181,7 +181,7 @@ class PretextFamily(ModelFamily):
         "features": "its sound summary", "targets": "its sound targets", "k": "its number of clusters or bits",
         "visual_net": "its image network",
     }  # fmt: skip
-    ignored_options = ("dim", "cycle", "standardize")
+    ignored_options = ("dim", "cycle", "standardize", "backend")
     objective_class = PretextObjective
     eval_note = (
         "a pretext run is scored when it ends (test_metrics.json: target accuracy; probe.json: linear probe and "
