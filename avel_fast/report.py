@@ -34,6 +34,7 @@ from avel_fast.train.sweep import (
     report_columns,
     seed_dir,
 )
+from avel_fast.train.families import family_of
 from avel_fast.train.run_dir import TEST_METRICS_FILE, read_config, read_metrics
 
 REPORT_DIR = "report"
@@ -260,6 +261,8 @@ def _metrics_table(columns: dict[str, dict[str, float]]) -> str:
 
 def _run_report(figure, run_dir: Path, out_dir: Path, up_link: str | None = None) -> Path:
     config = read_config(run_dir)
+    if family_of(config.model).eval_note:
+        raise ReportError(f"{run_dir}: {family_of(config.model).eval_note}")
     records = read_metrics(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = config.data or f"synthetic AVE (data seed {config.data_seed}, {config.synthetic_videos} videos)"

@@ -26,7 +26,8 @@ def scalar_table(title: str, columns: dict[str, dict]) -> Table:
     for name in columns:
         table.add_column(name, justify="right")
     for key, label in SCALAR_METRICS.items():
-        table.add_row(label, *(_value(metrics[key]) for metrics in columns.values()))
+        if any(key in metrics for metrics in columns.values()):
+            table.add_row(label, *(_value(metrics.get(key)) for metrics in columns.values()))
     return table
 
 
@@ -64,8 +65,10 @@ def _fail(err: Exception) -> None:
 
 
 def train_command(
-    model: str = typer.Argument(..., help="The model family: dpnet, edrnet, ave (AVE baseline) or psp."),
-    data: Optional[Path] = typer.Option(None, "--data", help="AVE directory (docs/data.md); default: synthetic AVE."),
+    model: str = typer.Argument(..., help="The model family: dpnet, edrnet, ave (AVE baseline), psp or pretext."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="AVE directory (docs/data.md), pretext: (image, WAV) pairs; default: synthetic data."
+    ),
     setting: Optional[str] = typer.Option(None, "--setting", help="sel (supervised, default) or wsel (weakly)."),
     preset: Optional[str] = typer.Option(
         None, "--preset", help="paper | quick | smoke; default paper with a GPU, quick without."
@@ -114,6 +117,10 @@ def train_command(
     step1_epochs: Optional[int] = typer.Option(
         None, "--step1-epochs", help="Label refinement: epochs of step 1 (--epochs: the last stage)."
     ),
+    features: Optional[str] = typer.Option(None, "--features", help="pretext: sound summary, textures | mfcc."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="pretext: cluster (k-means) | bits (PCA signs)."),
+    k: Optional[int] = typer.Option(None, "--k", help="pretext: clusters or bits (default 15)."),
+    visual_net: Optional[str] = typer.Option(None, "--visual-net", help="pretext: alexnet | small (preset's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory; default runs/<model>-<setting>-<time>."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run (or the sweep) in --out."),
     seeds: Optional[int] = typer.Option(
@@ -144,6 +151,7 @@ def train_command(
         precision=precision, backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss,
         lss_weight=lss_weight, smb=smb, smb_per_class=smb_per_class, compile=compile_model, cuda_graphs=cuda_graphs,
         threshold=threshold, aux=aux, refine=refine, window=window, stride=stride, tau=tau, step1_epochs=step1_epochs,
+        features=features, targets=targets, k=k, visual_net=visual_net,
         data=str(data.resolve()) if data is not None else None,
         eval_labels=str(eval_labels.resolve()) if eval_labels is not None else None,
     )  # fmt: skip
@@ -163,7 +171,7 @@ def train_command(
         what = "" if seeds is None else f" seeds {config.seed}..{config.seed + seeds - 1}"
         console.print(
             f"{'resuming' if resume else 'training'} {config.model}{what} ({config.setting}, preset {config.preset}, "
-            f"{config.data or 'synthetic AVE'}) on {config.device} into {out}"
+            f"{config.data or 'synthetic data'}) on {config.device} into {out}"
         )
         if seeds is not None:
             summary = train_seeds(config, out, seeds, resume=resume, progress=lambda: RichTrainProgress(console))
@@ -179,6 +187,8 @@ def train_command(
         return
     title = f"best validation epoch {report['epoch']} (val acc {report['val_accuracy']:.4f})"
     console.print(scalar_table(title, report_columns(report)))
+    for section, values in report.get("summaries", {}).items():
+        console.print(f"{section}: " + ", ".join(f"{name} {_value(value)}" for name, value in values.items()))
     console.print(f"run directory: {out}")
 
 

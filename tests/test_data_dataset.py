@@ -39,7 +39,13 @@ def test_video_labels_from_segments():
 
 
 def test_shape_contract(data):
-    with pytest.raises(ValueError, match=r"AVEData.audio: shape \(15, 10, 127\)"):
-        AVEData(torch.zeros(15, 10, 127), data.visual, data.labels, data.video_labels)
+    with pytest.raises(ValueError, match=r"AVEData.audio: shape \(15, 9, 128\)"):
+        AVEData(torch.zeros(15, 9, 128), data.visual, data.labels, data.video_labels)
+    with pytest.raises(ValueError, match=r"AVEData.audio: shape \(15, 10, 0\), expected \(V, 10, D\), D >= 1"):
+        AVEData(torch.zeros(15, 10, 0), data.visual, data.labels, data.video_labels)
+    assert AVEData(torch.zeros(15, 10, 502), data.visual, data.labels, data.video_labels).audio_dim == 502
+    narrow = AVEData(torch.zeros(2, 10, 7), data.visual[:2], data.labels[:2], data.video_labels[:2])
+    with pytest.raises(ValueError, match="AVEData.background: audio width 7, but the videos have 128"):
+        AVEData(data.audio, data.visual, data.labels, data.video_labels, background=narrow)
     with pytest.raises(ValueError, match="AVEData.labels: dtype torch.int32"):
         AVEData(data.audio, data.visual, data.labels.int(), data.video_labels)

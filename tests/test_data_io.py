@@ -1,5 +1,6 @@
 """Writer -> loader round trips, `avel-fast data synth|check`, and one test per kind of bad AVE input
 (docs/data.md#validation)."""
+import dataclasses
 import shutil
 
 import h5py
@@ -166,8 +167,29 @@ def test_missing_background_file_in_weak_setting(ave_dir):
 
 
 def test_wrong_shape(ave_dir):
-    h5_write(ave_dir / "audio_feature.h5", np.zeros((12, 10, 127), dtype=np.float32))
-    expect_bad(ave_dir, "audio_feature.h5", "avadataset", "shape (12, 10, 127), expected audio features (V, 10, 128)")
+    h5_write(ave_dir / "audio_feature.h5", np.zeros((12, 9, 128), dtype=np.float32))
+    expect_bad(ave_dir, "audio_feature.h5", "avadataset", "shape (12, 9, 128), expected audio features (V, 10, D)")
+
+
+def test_zero_width_audio(ave_dir):
+    h5_write(ave_dir / "audio_feature.h5", np.zeros((12, 10, 0), dtype=np.float32))
+    expect_bad(ave_dir, "audio_feature.h5", "avadataset", "shape (12, 10, 0), expected audio features (V, 10, D)")
+
+
+def test_audio_of_any_width_round_trips(small, tmp_path):
+    """Sound textures [V, 10, 502] in place of VGGish: the width is read from the file, background included."""
+    generator = torch.Generator().manual_seed(0)
+    background = dataclasses.replace(small.background, audio=torch.randn(3, 10, 502, generator=generator))
+    wide = dataclasses.replace(small, audio=torch.randn(12, 10, 502, generator=generator), background=background)
+    loaded = load_ave(write_ave(wide, tmp_path / "wide"), setting="wsel")
+    assert_same(wide, loaded)
+    assert loaded.audio_dim == loaded.background.audio_dim == 502
+
+
+def test_background_audio_of_another_width(ave_dir):
+    h5_write(ave_dir / "audio_feature_noisy.h5", np.zeros((3, 10, 502), dtype=np.float32))
+    expect_bad(ave_dir, "audio_feature_noisy.h5", "avadataset",
+               "shape (3, 10, 502), expected audio features (V, 10, 128)", setting="wsel")
 
 
 def test_video_count_mismatch(ave_dir):

@@ -1,10 +1,12 @@
-"""The DPNet learning-rate schedule (docs/training.md#schedule): cosine cycles with warm restarts, floors 0.1 then
-0.01."""
+"""The learning-rate schedules: DPNet's cosine cycles with warm restarts, floors 0.1 then 0.01
+(docs/training.md#schedule), and the one-cycle schedule of the pretext network (docs/audio.md#pretext-training)."""
 import math
 
 import pytest
+import torch
 
 from avel_fast.train import CyclicCosineSchedule
+from avel_fast.train.schedule import OneCycleSchedule
 
 PAPER = CyclicCosineSchedule(epochs=400, cycle=20)
 
@@ -51,3 +53,20 @@ def test_switch_scales_to_three_quarters_in_whole_cycles(epochs, cycle, switch):
 def test_rejects_empty_schedules():
     with pytest.raises(ValueError, match="cycle=0"):
         CyclicCosineSchedule(10, 0)
+
+
+@pytest.mark.parametrize(("epochs", "steps"), [(1, 10), (3, 7), (20, 5)])
+def test_one_cycle_is_torch_one_cycle_over_its_peak(epochs, steps):
+    schedule = OneCycleSchedule(epochs)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    torch_schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2.0, total_steps=epochs * steps)
+    for epoch in range(epochs):
+        for step in range(steps):
+            assert schedule.multiplier(epoch, step, steps) == pytest.approx(optimizer.param_groups[0]["lr"] / 2.0,
+                                                                            abs=1e-12)
+            optimizer.step()
+            torch_schedule.step()
+    assert schedule.multiplier(0, 0, 100) == pytest.approx(1 / 25)
+    assert schedule.multiplier(epochs - 1, steps - 1, steps) == pytest.approx(1 / 25e4)
+    with pytest.raises(ValueError, match="warmup"):
+        OneCycleSchedule(10, warmup=1.0)

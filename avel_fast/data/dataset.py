@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from avel_fast.constants import AUDIO_DIM, BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
+from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -29,6 +29,7 @@ def video_labels_from_segments(labels: torch.Tensor) -> torch.Tensor:
 class AVEData:
     """Features and labels of V videos (docs/data.md#contract), all CPU tensors.
 
+    `audio` is [V, T, D], D the width of the audio features (128 for VGGish, 502 for sound textures).
     `visual` is [V, T, 7, 7, 512] (float32, or float16 storage) or, for models that start with global average
     pooling, the pooled [V, T, 512]. `splits` maps "train"/"val"/"test" to int64 row indices (empty for a
     subset or for the background-only videos). `background` holds the background-only videos added to training
@@ -44,9 +45,11 @@ class AVEData:
     background: AVEData | None = None
 
     def __post_init__(self) -> None:
+        if self.audio.dim() != 3 or self.audio_dim < 1:
+            raise ValueError(f"AVEData.audio: shape {tuple(self.audio.shape)}, expected (V, {NUM_SEGMENTS}, D), D >= 1")
         num_videos = self.audio.shape[0]
         expected = {
-            "audio": ((num_videos, NUM_SEGMENTS, AUDIO_DIM),),
+            "audio": ((num_videos, NUM_SEGMENTS, self.audio_dim),),
             "visual": ((num_videos, NUM_SEGMENTS, *VISUAL_SHAPE), (num_videos, NUM_SEGMENTS, VISUAL_SHAPE[-1])),
             "labels": ((num_videos, NUM_SEGMENTS),),
             "video_labels": ((num_videos, NUM_CLASSES),),
@@ -55,6 +58,10 @@ class AVEData:
             shape = tuple(getattr(self, name).shape)
             if shape not in shapes:
                 raise ValueError(f"AVEData.{name}: shape {shape}, expected {' or '.join(map(str, shapes))}")
+        if self.background is not None and self.background.audio_dim != self.audio_dim:
+            raise ValueError(
+                f"AVEData.background: audio width {self.background.audio_dim}, but the videos have {self.audio_dim}"
+            )
         if self.labels.dtype != torch.int64:
             raise ValueError(f"AVEData.labels: dtype {self.labels.dtype}, expected torch.int64")
         for name, index in self.splits.items():
@@ -63,6 +70,11 @@ class AVEData:
 
     def __len__(self) -> int:
         return self.audio.shape[0]
+
+    @property
+    def audio_dim(self) -> int:
+        """Width D of the audio features [V, T, D]: 128 for VGGish, 502 for sound textures (docs/data.md#contract)."""
+        return self.audio.shape[-1]
 
     @property
     def visual_pooled(self) -> bool:

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import torch
 
-from avel_fast.constants import AUDIO_DIM, BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
+from avel_fast.constants import BACKGROUND, CLASS_NAMES, NUM_CLASSES, NUM_SEGMENTS, VISUAL_SHAPE
 from avel_fast.data.annotations import SPLIT_KEY, AnnotationTable, parse_annotations, read_annotations, read_split
 from avel_fast.data.dataset import SPLIT_NAMES, AVEData, pool_visual, video_labels_from_segments
 from avel_fast.data.errors import AVEFormatError, AVEFormatWarning
@@ -94,11 +94,13 @@ class _Dataset:
     def fail(self, problem: str) -> AVEFormatError:
         return AVEFormatError(self.path, self.key, problem)
 
-    def expect_shape(self, tail: tuple[int, ...], num_videos: int | None, what: str) -> int:
-        """Check the shape is (V, *tail) with V == num_videos when given; returns V."""
+    def expect_shape(self, tail: tuple[int | None, ...], num_videos: int | None, what: str) -> int:
+        """Check the shape is (V, *tail) with V == num_videos when given, a None in `tail` standing for any size
+        >= 1 (the audio width D); returns V."""
         shape = self.data.shape
-        want = ("V" if num_videos is None else num_videos, *tail)
-        if len(shape) != len(want) or shape[1:] != tail:
+        want = ("V" if num_videos is None else num_videos, *("D" if size is None else size for size in tail))
+        fits = len(shape) == len(want) and all(size == (expected or size) for size, expected in zip(shape[1:], tail))
+        if not fits or 0 in shape[1:]:
             raise self.fail(f"shape {shape}, expected {what} ({', '.join(map(str, want))})")
         if num_videos is not None and shape[0] != num_videos:
             raise self.fail(f"shape {shape}: {shape[0]} videos, but the other files hold {num_videos}")
@@ -112,15 +114,15 @@ class _Dataset:
 def _read_features(path, tail, num_videos, what, keep: bool, pooled: bool = False, dtype=torch.float32):
     """Check a feature file (shape, float dtype, finiteness) chunk by chunk and, with `keep`, return its values.
 
-    Returns (V, tensor or None); the tensor has `dtype` and, with `pooled`, the 7x7 maps averaged per chunk.
+    Returns (shape, tensor or None); the tensor has `dtype` and, with `pooled`, the 7x7 maps averaged per chunk.
     Chunks are read straight into the result when the stored dtype is the one asked for.
     """
     with _Dataset(path) as ds:
         num_videos = ds.expect_shape(tail, num_videos, what)
         ds.expect_dtype("f", "a floating type (float32 or float64)")
-        out = None
+        shape, out = ds.data.shape, None
         if keep:
-            out = torch.empty((num_videos, *(tail[:1] + tail[-1:] if pooled else tail)), dtype=dtype)
+            out = torch.empty(shape[:2] + shape[-1:] if pooled else shape, dtype=dtype)
         direct = out is not None and not pooled and dtype in (torch.float32, torch.float16)
         direct = direct and ds.data.dtype == out.numpy().dtype
         for start in range(0, num_videos, VISUAL_CHUNK_VIDEOS):
@@ -138,7 +140,7 @@ def _read_features(path, tail, num_videos, what, keep: bool, pooled: bool = Fals
                     raise ds.fail(f"non-finite values (NaN or inf), first in video {start + video}, segment {segment}")
             if out is not None and not direct:
                 out[start:stop] = pool_visual(values) if pooled else values
-    return num_videos, out
+    return shape, out
 
 
 def _read_onehot(path: Path, num_videos: int | None) -> np.ndarray:
@@ -222,6 +224,7 @@ class _Run:
         self.root, self.strict, self.keep, self.pooled, self.dtype = root, strict, keep, pooled, dtype
         self.report = ValidationReport(root)
         self.num_videos: int | None = None
+        self.audio_dim: int | None = None
         self.table: AnnotationTable | None = None
 
     def attempt(self, passed: str | tuple[str, str] | None, check: Callable, path: Path, *args):
@@ -254,12 +257,17 @@ class _Run:
             self.num_videos = videos
 
     def audio(self, name: str, num_videos: int | None):
-        """(V, float32 [V, 10, 128] or None) of an audio feature file, or (None, None) when it failed."""
+        """(V, float32 [V, 10, D] or None) of an audio feature file, or (None, None) when it failed. The width D
+        is free (128 for VGGish, 502 for sound textures); the first audio file read fixes it for the others."""
         result = self.attempt(
-            "shape, dtype, finite", _read_features, self.root / name, (NUM_SEGMENTS, AUDIO_DIM), num_videos,
+            "shape, dtype, finite", _read_features, self.root / name, (NUM_SEGMENTS, self.audio_dim), num_videos,
             "audio features", self.keep,
         )
-        return result or (None, None)
+        if result is None:
+            return None, None
+        shape, audio = result
+        self.audio_dim = self.audio_dim or shape[-1]
+        return shape[0], audio
 
     def visual(self, name: str, num_videos: int | None):
         """(V, visual maps or pooled features or None) of a visual feature file, or (None, None) when it failed."""
@@ -267,7 +275,7 @@ class _Run:
             "shape, dtype, finite", _read_features, self.root / name, (NUM_SEGMENTS, *VISUAL_SHAPE), num_videos,
             "visual maps", self.keep, self.pooled, self.dtype,
         )
-        return result or (None, None)
+        return (result[0][0], result[1]) if result else (None, None)
 
     def annotations(self) -> None:
         if (self.root / ANNOTATIONS_FILE).is_file():

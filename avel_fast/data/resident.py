@@ -22,14 +22,57 @@ POOL_CHUNK_VIDEOS = 256
 class Batch:
     """One batch on the device: features in the compute dtype, labels, and the row indices it holds."""
 
-    audio: torch.Tensor  # [B, T, 128]
+    audio: torch.Tensor  # [B, T, D]
     visual: torch.Tensor  # [B, T, 7, 7, 512] or pooled [B, T, 512]
     labels: torch.Tensor  # int64 [B, T]
     video_labels: torch.Tensor  # [B, 29]
     index: torch.Tensor  # int64 [B], rows of the dataset
 
 
-class ResidentDataset:
+class SeededBatches:
+    """The batch arithmetic and seeded epoch order of a dataset resident on `self.device` (any row type)."""
+
+    device: torch.device
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def num_batches(self, batch_size: int, *, drop_last: bool = False) -> int:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected >= 1")
+        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+
+    def order(
+        self, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, device: str | torch.device | None = None
+    ) -> torch.Tensor:
+        """The epoch's row order on `device` (default: the dataset's): a permutation seeded by
+        ``derive_seed(seed, epoch)``, drawn on the host."""
+        device = self.device if device is None else device
+        if not shuffle:
+            return torch.arange(len(self), device=device)
+        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
+        return torch.randperm(len(self), generator=generator).to(device)
+
+    def batch_indices(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, drop_last: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """The row indices of each batch of one epoch."""
+        order = self.order(shuffle=shuffle, seed=seed, epoch=epoch)
+        return order[: self.num_batches(batch_size, drop_last=drop_last) * batch_size].split(batch_size)
+
+    def rows(self, index: torch.Tensor):
+        """The rows `index` (int64 on the device) as one batch of the dataset's row type."""
+        raise NotImplementedError
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, drop_last: bool = False
+    ) -> Iterator:
+        """The batches of one epoch (`rows` of each `batch_indices`)."""
+        for index in self.batch_indices(batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last):
+            yield self.rows(index)
+
+
+class ResidentDataset(SeededBatches):
     """All rows of `data` on `device`; `visual_dtype` is the storage dtype of the visual maps (default: as given)."""
 
     def __init__(
@@ -66,22 +109,6 @@ class ResidentDataset:
                 self._pooled = torch.cat(chunks).to(self.compute_dtype)
         return self._pooled
 
-    def num_batches(self, batch_size: int, *, drop_last: bool = False) -> int:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: expected >= 1")
-        return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
-
-    def order(
-        self, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, device: str | torch.device | None = None
-    ) -> torch.Tensor:
-        """The epoch's row order on `device` (default: the dataset's): a permutation seeded by
-        ``derive_seed(seed, epoch)``, drawn on the host."""
-        device = self.device if device is None else device
-        if not shuffle:
-            return torch.arange(len(self), device=device)
-        generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
-        return torch.randperm(len(self), generator=generator).to(device)
-
     def rows(self, index: torch.Tensor, *, pooled: bool = False) -> Batch:
         """The rows `index` (int64 on the device) as a batch; `pooled` as in `batches`."""
         visual = self.pooled_visual if pooled else self.visual
@@ -104,6 +131,5 @@ class ResidentDataset:
         pooled: bool = False,
     ) -> Iterator[Batch]:
         """The batches of one epoch; `pooled=True` gives the cached pooled visual features instead of the maps."""
-        order = self.order(shuffle=shuffle, seed=seed, epoch=epoch)
-        for index in order[: self.num_batches(batch_size, drop_last=drop_last) * batch_size].split(batch_size):
+        for index in self.batch_indices(batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last):
             yield self.rows(index, pooled=pooled)

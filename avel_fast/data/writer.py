@@ -75,10 +75,10 @@ def _write_array(path: Path, array: np.ndarray, key: str = DATA_KEY) -> None:
 
 
 def _write_features(directory: Path, names: tuple[str, str], num_videos: int, visual_dtype, chunks: FeatureChunks,
-                    progress: Callable[[int], None] | None = None) -> None:
+                    progress: Callable[[int], None] | None = None, audio_dim: int = AUDIO_DIM) -> None:
     audio_name, visual_name = names
     with h5py.File(directory / audio_name, "w") as audio_file, h5py.File(directory / visual_name, "w") as visual_file:
-        audio = audio_file.create_dataset(DATA_KEY, (num_videos, NUM_SEGMENTS, AUDIO_DIM), dtype=np.float32)
+        audio = audio_file.create_dataset(DATA_KEY, (num_videos, NUM_SEGMENTS, audio_dim), dtype=np.float32)
         visual = visual_file.create_dataset(DATA_KEY, (num_videos, NUM_SEGMENTS, *VISUAL_SHAPE), dtype=visual_dtype)
         for start, audio_chunk, visual_chunk in chunks:
             stop = start + audio_chunk.shape[0]
@@ -144,13 +144,13 @@ def write_ave(data: AVEData, out_dir: str | Path, *, overwrite: bool = False) ->
 
     def build(directory: Path) -> None:
         chunks = _tensor_chunks(data, visual_dtype)
-        _write_features(directory, (AUDIO_FILE, VISUAL_FILE), len(data), visual_dtype, chunks)
+        _write_features(directory, (AUDIO_FILE, VISUAL_FILE), len(data), visual_dtype, chunks, audio_dim=data.audio_dim)
         splits = {name: index.numpy() for name, index in data.splits.items()}
         _write_labels(directory, data.labels.numpy(), data.video_labels.numpy(), splits, data.class_names)
         if data.background is not None:
             background = data.background
             _write_features(directory, (BACKGROUND_AUDIO_FILE, BACKGROUND_VISUAL_FILE), len(background), visual_dtype,
-                            _tensor_chunks(background, visual_dtype))
+                            _tensor_chunks(background, visual_dtype), audio_dim=background.audio_dim)
             _write_array(directory / BACKGROUND_LABELS_FILE, background.video_labels.numpy().astype(np.float32))
 
     return _replace_directory(Path(out_dir), overwrite, build)

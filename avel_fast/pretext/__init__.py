@@ -1,5 +1,6 @@
-"""The ambient-sound pretext task (`docs/audio.md#pretext`): paired synthetic scenes, image networks, sound-derived
-targets, and the linear probe / NMI evaluations (Owens et al., as reproduced by the seed paper)."""
+"""The ambient-sound pretext task (`docs/audio.md#pretext`): paired synthetic scenes or a directory of (image,
+sound) pairs, image networks, sound-derived targets, and the linear probe / NMI evaluations (Owens et al., as
+reproduced by the seed paper)."""
 from avel_fast.pretext.evaluation import (
     TARGET_KINDS,
     PretextTargets,
@@ -10,6 +11,7 @@ from avel_fast.pretext.evaluation import (
     pretext_targets,
 )
 from avel_fast.pretext.networks import VISUAL_NETS, VisualNet, build_visual_net
+from avel_fast.pretext.pairs import ScenePairs, read_pairs
 from avel_fast.pretext.scenes import SceneRecipe, SyntheticScenes, scene_recipes, synthetic_scenes
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "VISUAL_NETS",
     "PretextTargets",
     "SceneRecipe",
+    "ScenePairs",
     "SyntheticScenes",
     "VisualNet",
     "build_visual_net",
@@ -25,6 +28,7 @@ __all__ = [
     "nmi",
     "pretext_loss",
     "pretext_targets",
+    "read_pairs",
     "scene_recipes",
     "synthetic_scenes",
 ]

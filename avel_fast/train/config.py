@@ -67,6 +67,12 @@ class TrainConfig:
     data_seed: int = 0
     synthetic_videos: int = 4143
     synthetic_background_videos: int = 178
+    audio_dim: int | None = None  # width of the audio features, read from the data when training (None = 128)
+    features: str = "textures"  # pretext: sound summary, textures | mfcc (docs/audio.md#pretext)
+    targets: str = "cluster"  # pretext: k-means clusters or PCA sign bits of the summaries
+    k: int = 15  # pretext: clusters or bits
+    visual_net: str = "small"  # pretext: the image network, alexnet | small
+    scene_examples: int = 2400  # pretext: paired synthetic examples (train / val / test 60 / 20 / 20 %)
     device: str = "cpu"
     precision: str = "fp32"
     backend: str = "fast"
@@ -165,12 +171,15 @@ def validate(config: TrainConfig) -> TrainConfig:
     ):
         _check_choice(name, getattr(config, name), choices)
     for name in (
-        "epochs", "batch_size", "cycle", "dim", "smb_per_class", "synthetic_videos", "window", "stride", "step1_epochs"
+        "epochs", "batch_size", "cycle", "dim", "smb_per_class", "synthetic_videos", "window", "stride", "step1_epochs",
+        "k", "scene_examples",
     ):
         if getattr(config, name) < 1:
             raise TrainingError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.visual_channels is not None and config.visual_channels < 1:
         raise TrainingError(f"--visual-channels must be >= 1, got {config.visual_channels}")
+    if config.audio_dim is not None and config.audio_dim < 1:
+        raise TrainingError(f"config: audio_dim must be >= 1, got {config.audio_dim}")
     if config.lr <= 0 or config.weight_decay < 0 or config.lss_weight < 0:
         raise TrainingError(
             f"--lr must be > 0 and --weight-decay, --lss-weight >= 0 (got {config.lr}, {config.weight_decay}, "

@@ -38,7 +38,8 @@ MIN_STD = 1e-6
 
 @dataclass(frozen=True)
 class FeatureStats:
-    """Per-dimension mean and standard deviation of the training features (float32 [128] and [512])."""
+    """Per-dimension mean and standard deviation of the training features (float32 [D] audio, D its width, and
+    [512] visual)."""
 
     audio_mean: torch.Tensor
     audio_std: torch.Tensor
@@ -74,7 +75,12 @@ def feature_stats(data: AVEData) -> FeatureStats:
 
 
 def standardized(data: AVEData, stats: FeatureStats) -> AVEData:
-    """`data` with standardized features, computed in place per chunk (`data` must own its tensors)."""
+    """`data` with standardized features, computed in place per chunk (`data` must own its tensors); refused
+    when the audio width differs from the statistics' (a run evaluated on other data)."""
+    if data.audio_dim != stats.audio_mean.shape[0]:
+        raise TrainingError(
+            f"the data has audio dim {data.audio_dim}, but the run was trained with {stats.audio_mean.shape[0]}"
+        )
     for features, mean, std in (
         (data.audio, stats.audio_mean, stats.audio_std), (data.visual, stats.visual_mean, stats.visual_std)
     ):

@@ -4,11 +4,13 @@ Per iteration: a batch of the resident training set in the order seeded by ``(se
 rate of the family's schedule (`CyclicCosineSchedule` by default), the optimizer of the config (AdamW by
 default) and the loss of the model's family (`ModelFamily.objective`:
 segment cross-entropy in SEL, `mil_loss` on the video labels in WSEL, plus what the family adds: DPNet's
-replicas, EDRNet's LSS). After each epoch: segment metrics on validation, ``metrics.jsonl``, ``best.pt`` when
-the validation accuracy improves (strictly: the earliest best epoch wins) and ``last.pt``. At the end: the
-best-on-validation checkpoint scored on test (every protocol and post-processing of `avel_fast.train.evaluation`,
-against the data's labels and the ``eval_labels`` file), ``test_metrics.json``, and its raw scores and classes in
-``test_predictions.h5`` (docs/metrics.md#saved-predictions). Test never takes part in selection.
+replicas, EDRNet's LSS). After each epoch: the family's metrics on validation (`ModelFamily.evaluate`, segment
+metrics by default), ``metrics.jsonl``, ``best.pt`` when the validation accuracy improves (strictly: the
+earliest best epoch wins) and ``last.pt``. At the end: the best-on-validation checkpoint scored on test
+(`ModelFamily.test_report`: every protocol and post-processing of `avel_fast.train.evaluation`, against the
+data's labels and the ``eval_labels`` file), ``test_metrics.json``, its raw scores and classes in
+``test_predictions.h5`` (docs/metrics.md#saved-predictions), then what the family writes after it
+(`ModelFamily.finish`: the pretext network's ``probe.json``). Test never takes part in selection.
 
 Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
 replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
@@ -22,6 +24,7 @@ accuracies add up on the device and are read every `PROGRESS_EVERY` steps and at
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -38,7 +41,7 @@ from avel_fast.train.config import TrainConfig, TrainingError
 from avel_fast.train.distributed import DistributedContext, distributed_context, localized
 from avel_fast.train.families import family_of
 from avel_fast.train.families.base import TrainBatch, autocast
-from avel_fast.train.data import FeatureStats, RunData, load_run_data, load_split
+from avel_fast.train.data import FeatureStats, RunData, load_split
 from avel_fast.train.evaluation import (
     check_protocol,
     label_set_name,
@@ -126,7 +129,21 @@ def predict(
 
 
 def scalar_metrics(metrics: dict) -> dict:
-    return {name: metrics[name] for name in SCALAR_METRICS}
+    return {name: metrics[name] for name in SCALAR_METRICS if name in metrics}
+
+
+def fitted_config(config: TrainConfig, train: ResidentDataset) -> TrainConfig:
+    """`config` with the values its training data fixes (`ModelFamily.data_values`: the audio width); data
+    that disagrees with a value already stored (a resumed or evaluated run) is refused."""
+    values = family_of(config.model).data_values(train)
+    for name, value in values.items():
+        stored = getattr(config, name)
+        if stored is not None and stored != value:
+            raise TrainingError(
+                f"the data has {name.replace('_', ' ')} {value}, but the run was trained with {stored} "
+                f"({config.data or 'synthetic'})"
+            )
+    return dataclasses.replace(config, **values)
 
 
 def rng_state(device: str) -> dict:
@@ -211,7 +228,7 @@ class EpochTrainer:
         """One optimizer step on this rank's share of the global batch (`global_index` on the host, `rows` on
         the device); adds loss·videos, correct segments and segments of the share to `totals` on the device."""
         share = self.context.share(len(global_index))
-        batch = TrainBatch.share_of(self.data.train.rows(rows[share.positions]), global_index, share.positions)
+        batch = TrainBatch(self.data.train.rows(rows[share.positions]), global_index, share.positions)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.config.cuda_graphs:
@@ -287,8 +304,9 @@ def train(
     max_epochs_this_run: int | None = None,
     extras: dict[str, torch.Tensor] | None = None,
 ) -> dict | None:
-    """Train `config` into `run_dir` (docs/training.md#run-directory); returns the test report, or None when
-    stopped early. A config with ``refine`` runs the whole label-refinement pipeline (`train_refined`).
+    """Train `config` into `run_dir` (docs/training.md#run-directory); returns the test report with the family's
+    ``summaries`` (`ModelFamily.finish`), or None when stopped early. A config with ``refine`` runs the whole
+    label-refinement pipeline (`train_refined`).
 
     `resume` continues the run in `run_dir` from its ``last.pt`` (the caller passes the run's own config,
     see `resume_config`). `max_epochs_this_run` stops after that many epochs of this call, leaving a
@@ -343,7 +361,10 @@ def _train(
     note = configure_precision(run)
     if note:
         progress.note(note)
-    data = load_run_data(run, extras)
+    family = family_of(config.model)
+    data = family.load_data(run, extras)
+    config = fitted_config(config, data.train)
+    run = localized(config, context)
     label_sets = eval_label_sets(run, data)
     seed_everything(run.seed)
     model = build_model(run)
@@ -368,7 +389,7 @@ def _train(
         for epoch in range(first_epoch, stop):
             started = time.perf_counter()
             train_loss, train_accuracy, lr = trainer.run(epoch)
-            val = segment_metrics(predict(model, data.val, run, context), data.val.labels)
+            val = family.evaluate(model, data.val, run, context)
             improved = val["accuracy"] > best_accuracy
             if improved:
                 best_accuracy, best_epoch = val["accuracy"], epoch + 1
@@ -394,11 +415,13 @@ def _train(
     if stop < config.epochs:
         return None
     best = context.on_main(lambda: load_checkpoint(run_dir / BEST_FILE, "cpu"))
-    report, scores = test_report(model, data.test, run, best, label_sets, context)
-    if context.is_main:
+    report, scores = family.test_report(model, data, run, best, label_sets, context)
+    if not context.is_main:
+        return report
+    if scores is not None:
         write_predictions(run_dir / predictions_file("test"), data.test_index, scores.argmax(dim=-1), scores)
-        write_json(run_dir / TEST_METRICS_FILE, report)
-    return report
+    write_json(run_dir / TEST_METRICS_FILE, report)
+    return {**report, "summaries": family.finish(run_dir, model, data, config)}
 
 
 def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
@@ -433,10 +456,14 @@ def evaluate_run(
     run_dir = Path(run_dir)
     check_protocol(protocol)
     config = read_config(run_dir, device=device)
+    note = family_of(config.model).eval_note
+    if note:
+        raise TrainingError(f"{run_dir}: {note}")
     configure_precision(config)
     best = load_checkpoint(run_dir / BEST_FILE, config.device)
     stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
     rows = load_split(config, split, stats)
+    config = fitted_config(config, rows.rows)
     target = rows.rows.labels if labels is None else split_label_set(labels, rows.video_index, rows.num_videos)
     label_name = DATA_LABELS if labels is None else str(Path(labels).resolve())
     model = build_model(config)

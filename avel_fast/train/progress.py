@@ -65,10 +65,10 @@ class RichTrainProgress(TrainProgress):
     def epoch_done(self, record: dict) -> None:
         val = record["val"]
         mark = "  [green]best[/green]" if record["best"] else ""
+        f1 = f" F1 non-AVE {_number(val['non_ave_f1'])} AVE {_number(val['ave_f1'])}" if "ave_f1" in val else ""
         self.console.print(
             f"epoch {record['epoch']:>3} loss {record['train_loss']:.3f} acc {record['train_accuracy']:6.2%} | val acc "
-            f"{val['accuracy']:6.2%} F1 non-AVE {_number(val['non_ave_f1'])} AVE {_number(val['ave_f1'])}"
-            f" | {record['seconds']:.0f}s{mark}"
+            f"{val['accuracy']:6.2%}{f1} | {record['seconds']:.0f}s{mark}"
         )
 
     def note(self, text: str) -> None:

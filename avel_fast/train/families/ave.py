@@ -7,7 +7,7 @@ from avel_fast import models, reference
 from avel_fast.constants import NUM_CLASSES
 from avel_fast.reference.ave import max_mil_prob, soft_margin_on_probs
 from avel_fast.reference.label_refinement import WeakBase
-from avel_fast.train.families.base import register
+from avel_fast.train.families.base import audio_dim, register
 from avel_fast.train.families.weak import WeakFamily
 
 
@@ -22,7 +22,7 @@ class AVEFamily(WeakFamily):
     quick_epochs = 4
 
     def build_model(self, config, fast: bool):
-        return (models if fast else reference).AVEBaseline()
+        return (models if fast else reference).AVEBaseline(audio_dim=audio_dim(config))
 
     def video_probabilities(self, scores):
         return max_mil_prob(scores.float())

@@ -2,7 +2,9 @@
 
 A family builds its model (reference or fast backend), names the options it owns and its preset values, gives
 the training objective of a batch, the raw segment scores of a forward pass, its video-level pooling (for the
-broadcast protocol) and the post-processings reported beside the plain test metrics. The engine
+broadcast protocol) and the post-processings reported beside the plain test metrics. The defaults fit the AVE
+models; a family with other data (the sound pretext network) also replaces how its data is loaded, how a split
+is scored, its test report and what it writes after it. The engine
 (`avel_fast.train.engine`) holds no model-specific branch: it looks the family up in `FAMILIES` by
 ``config.model`` (docs/training.md#families).
 
@@ -15,8 +17,6 @@ no tensor value on the host (docs/distributed.md).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -26,28 +26,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel_fast.data import Batch
+from avel_fast.constants import AUDIO_DIM
 from avel_fast.reference import mil_loss, mil_pool
 from avel_fast.train.errors import TrainingError
 from avel_fast.train.schedule import CyclicCosineSchedule
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from avel_fast.data import Batch, ResidentDataset
     from avel_fast.train.config import TrainConfig
     from avel_fast.train.data import RunData
+    from avel_fast.train.distributed import DistributedContext
 
 
 @dataclass(frozen=True)
-class TrainBatch(Batch):
-    """One rank's share of a global training batch (the `Batch` fields, on the device) and, on the host, the
-    dataset rows of the whole global batch with the positions of the share in it."""
+class TrainBatch:
+    """One rank's share of a global training batch: the dataset's batch of the share's rows (its fields read as
+    this object's, e.g. ``audio``), and on the host the dataset rows of the whole global batch with the positions
+    of the share in it."""
 
+    rows: Batch  # or the dataset's own row type (`SeededBatches.rows`)
     global_index: np.ndarray  # int64 [B]
     positions: slice
 
-    @classmethod
-    def share_of(cls, batch: Batch, global_index: np.ndarray, positions: slice) -> TrainBatch:
-        fields = {field.name: getattr(batch, field.name) for field in dataclasses.fields(Batch)}
-        return cls(**fields, global_index=global_index, positions=positions)
+    def __getattr__(self, name: str):
+        return getattr(self.rows, name)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,11 @@ class Objective:
         return StepOutput(self.segment_loss(logits, batch.labels, batch.video_labels), logits, batch.labels)
 
 
+def audio_dim(config: TrainConfig) -> int:
+    """The width of the run's audio features (`TrainConfig.audio_dim`, read from the data; 128 when unset)."""
+    return config.audio_dim or AUDIO_DIM
+
+
 def autocast(config: TrainConfig):
     """bf16 autocast for ``precision="bf16"``; fp32 (or TF32 matmuls on CUDA) otherwise."""
     if config.precision == "bf16":
@@ -107,6 +116,8 @@ class ModelFamily:
     objective_class: ClassVar[type[Objective]] = Objective
     drop_last: ClassVar[bool] = False
     """Training epochs drop the last partial batch (the public recipe of the AVE baseline and PSP)."""
+    eval_note: ClassVar[str | None] = None
+    """Why `avel-fast eval` and `avel-fast report` cannot read this family's runs; None when they can."""
 
     def preset_values(self, preset: str, setting: str) -> dict:
         """The family's values of `preset` on top of the shared ones (`avel_fast.train.config.PRESET_VALUES`)."""
@@ -132,6 +143,47 @@ class ModelFamily:
 
     def objective(self, model: nn.Module, data: RunData, config: TrainConfig) -> Objective:
         return self.objective_class(self, model, data, config)
+
+    def load_data(self, config: TrainConfig, extras: dict | None = None) -> RunData:
+        """The run's training set and its validation and test splits, resident on the device: the AVE features
+        (`avel_fast.train.data.load_run_data`; `extras` as there). Another family returns an object with the same
+        ``train``, ``val``, ``test`` and ``stats`` attributes, its splits `SeededBatches`."""
+        from avel_fast.train.data import load_run_data
+
+        return load_run_data(config, extras)
+
+    def data_values(self, train: ResidentDataset) -> dict:
+        """Config values the training data fixes, recorded in ``config.json``: the width of the audio features."""
+        return {"audio_dim": train.audio.shape[-1]}
+
+    def evaluate(
+        self, model: nn.Module, dataset: ResidentDataset, config: TrainConfig, context: DistributedContext | None
+    ) -> dict:
+        """Metrics of `model` on a split (selection uses ``"accuracy"``): `segment_metrics` of its predictions."""
+        from avel_fast.metrics import segment_metrics
+        from avel_fast.train.engine import predict
+
+        return segment_metrics(predict(model, dataset, config, context), dataset.labels)
+
+    def test_report(
+        self,
+        model: nn.Module,
+        data: RunData,
+        config: TrainConfig,
+        best: dict,
+        label_sets: dict[str, tuple],
+        context: DistributedContext | None,
+    ) -> tuple[dict, torch.Tensor | None]:
+        """The report of the best checkpoint `best` on test (``test_metrics.json``) and the raw test scores
+        written to ``test_predictions.h5`` (`engine.test_report`; None: no predictions file)."""
+        from avel_fast.train.engine import test_report
+
+        return test_report(model, data.test, config, best, label_sets, context)
+
+    def finish(self, run_dir: Path, model: nn.Module, data: RunData, config: TrainConfig) -> dict:
+        """Run after the test report with the best model: further files of the run directory; returns the
+        summaries `train` adds to its report under ``"summaries"`` (section -> name -> value). None by default."""
+        return {}
 
     def scores(self, model: nn.Module, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """Raw segment scores ``[B, T, C]`` (before any softmax); the prediction is their argmax."""

@@ -5,7 +5,7 @@ from avel_fast import models, reference
 from avel_fast._rng import derive_seed
 from avel_fast.augment import ReplicaSampler, gather_segments, interleave
 from avel_fast.train.errors import TrainingError
-from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, register
+from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, audio_dim, register
 
 REPLICA_STREAM = 2
 """Stream of the run seed under which the replica seeds of every (epoch, step) are derived."""
@@ -59,4 +59,5 @@ class DPNetFamily(ModelFamily):
             raise TrainingError("--link needs --replicate (Link connects each video with its replica)")
 
     def build_model(self, config, fast: bool):
-        return (models if fast else reference).DPNet(dim=config.dim, dropout=config.dropout)
+        module = models if fast else reference
+        return module.DPNet(audio_dim=audio_dim(config), dim=config.dim, dropout=config.dropout)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from avel_fast import models, nn as fast_nn, reference
 from avel_fast.postprocess import b2ilc
-from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, register
+from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, audio_dim, register
 
 EDRNET_OPTIMIZER = dict(optimizer="sgd", lr=0.1, weight_decay=5e-4)  # Nesterov momentum 0.9
 
@@ -45,7 +45,9 @@ class EDRNetFamily(ModelFamily):
         return {**EDRNET_OPTIMIZER, **values}
 
     def build_model(self, config, fast: bool):
-        return (models if fast else reference).EDRNet(dim=config.dim, visual_channels=config.visual_channels)
+        return (models if fast else reference).EDRNet(
+            audio_dim=audio_dim(config), dim=config.dim, visual_channels=config.visual_channels
+        )
 
     def postprocessings(self, config) -> dict:
         return {"b2ilc": b2ilc}

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from avel_fast import models, reference
 from avel_fast.reference.label_refinement import WeakBase
 from avel_fast.reference.psp import AVPS_WEIGHT, avps_loss, bce_on_probs, mean_mil_prob
-from avel_fast.train.families.base import register
+from avel_fast.train.families.base import audio_dim, register
 from avel_fast.train.families.weak import REFINE_OPTIONS, WeakFamily
 
 PSP_DROPOUT = 0.1
@@ -27,7 +27,8 @@ class PSPFamily(WeakFamily):
         return {**super().preset_values(preset, setting), "dropout": PSP_DROPOUT}
 
     def build_model(self, config, fast: bool):
-        return (models if fast else reference).PSPNet(config.setting, config.threshold, dropout=config.dropout)
+        module = models if fast else reference
+        return module.PSPNet(config.setting, config.threshold, audio_dim=audio_dim(config), dropout=config.dropout)
 
     def head_scores(self, output):
         return output[0] if isinstance(output, tuple) else output
