@@ -50,13 +50,17 @@ def _value(value) -> float:
 
 def scalar_test_metrics(report: dict) -> dict[str, float]:
     """Every scalar metric of a ``test_metrics.json`` report by summary name: ``accuracy`` (the plain
-    protocol), ``b2ilc/accuracy``, ``broadcast/accuracy``, ``<label set>/accuracy``, ... (JSON nulls as nan)."""
+    protocol), ``b2ilc/accuracy``, ``broadcast/accuracy``, ``<label set>/accuracy``, ... (JSON nulls as nan;
+    a family with other metrics, e.g. the pretext network's target accuracy, has only those it reports)."""
     values = {}
     sources = [("", report), *((f"{name}/", scores) for name, scores in report.get(LABEL_SETS_KEY, {}).items())]
     for prefix, scores in sources:
         for key, variant in METRIC_VARIANTS.items():
             if key in scores:
-                values.update({f"{prefix}{variant}{name}": _value(scores[key][name]) for name in SCALAR_METRICS})
+                metrics = scores[key]
+                values.update({
+                    f"{prefix}{variant}{name}": _value(metrics[name]) for name in SCALAR_METRICS if name in metrics
+                })
     return values
 
 
