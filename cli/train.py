@@ -62,13 +62,15 @@ def train_command(
     cycle: Optional[int] = typer.Option(None, "--cycle", help="Epochs per cosine cycle (paper 20)."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Model width (paper 768)."),
     visual_channels: Optional[int] = typer.Option(None, "--visual-channels", help="EDRNet 3x3 conv width."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="DPNet: RGCT dropout (default 0.2)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the run (init, order, augmentations)."),
     data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Seed of the synthetic data."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N; default cuda when present."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | tf32 (CUDA) | bf16 (autocast)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="fast (avel_fast.models) | reference."),
     standardize: Optional[bool] = typer.Option(
-        None, "--standardize/--no-standardize", help="Z-score features with training-set statistics."
+        None, "--standardize/--no-standardize",
+        help="Z-score features with training-set statistics (default: off for paper, on for quick and smoke).",
     ),
     replicate: Optional[bool] = typer.Option(None, "--replicate/--no-replicate", help="DPNet: one replica per video."),
     link: Optional[bool] = typer.Option(None, "--link/--no-link", help="DPNet: link originals and replicas."),
@@ -82,13 +84,15 @@ def train_command(
     """Train a model: the best epoch on validation, its test metrics in test_metrics.json (docs/training.md)."""
     from avel_fast.data import AVEFormatError
     from avel_fast.train import RichTrainProgress, TrainingError, resolve_config, resume_config, train
+    from avel_fast.train.engine import interrupted_message
 
     console = Console()
     options = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
-        dim=dim, visual_channels=visual_channels, seed=seed, data_seed=data_seed, device=device, precision=precision,
-        backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss, lss_weight=lss_weight,
-        smb=smb, smb_per_class=smb_per_class, data=str(data.resolve()) if data is not None else None,
+        dim=dim, visual_channels=visual_channels, dropout=dropout, seed=seed, data_seed=data_seed, device=device,
+        precision=precision, backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss,
+        lss_weight=lss_weight, smb=smb, smb_per_class=smb_per_class,
+        data=str(data.resolve()) if data is not None else None,
     )  # fmt: skip
     try:
         if resume:
@@ -106,7 +110,10 @@ def train_command(
             f"{'resuming' if resume else 'training'} {config.model} ({config.setting}, preset {config.preset}, "
             f"{config.data or 'synthetic AVE'}) on {config.device} into {out}"
         )
-        report = train(config, out, resume=resume, progress=RichTrainProgress(console))
+        try:
+            report = train(config, out, resume=resume, progress=RichTrainProgress(console))
+        except KeyboardInterrupt:
+            raise TrainingError(interrupted_message(out, config)) from None
     except (TrainingError, AVEFormatError) as err:
         _fail(err)
     columns = {"test": report["metrics"]}

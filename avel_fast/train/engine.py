@@ -8,14 +8,16 @@ the validation accuracy improves (strictly: the earliest best epoch wins) and ``
 best-on-validation checkpoint scored on test (and after the family's post-processings, e.g. EDRNet's B2ILC),
 ``test_metrics.json``. Test never takes part in selection.
 
-Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
-replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
-RNG states after each epoch, so ``resume`` continues exactly where a killed run stopped (the only random
-state the loop consumes is torch's, for dropout).
+Determinism (docs/training.md#determinism): torch, numpy and Python are seeded with the run seed before the
+model is built and PyTorch's deterministic algorithms are switched on (`make_deterministic`); batch order,
+replicas and SMB videos come from streams derived from the seed; ``last.pt`` holds the model, optimizer and
+torch RNG states after each epoch, so ``resume`` continues exactly where a killed run stopped (the only random
+state the loop consumes is torch's, for dropout). The same command gives the same numbers on the same machine
+with the same thread count and library versions; another CPU or GPU model may round differently.
 """
 from __future__ import annotations
 
-import contextlib
+import os
 import random
 import time
 from pathlib import Path
@@ -37,8 +39,11 @@ from avel_fast.train.run_dir import (
     LAST_FILE,
     TEST_METRICS_FILE,
     append_metrics,
+    RESUME_KEYS,
     check_new_run_dir,
+    check_writable,
     load_checkpoint,
+    load_model_state,
     read_config,
     save_checkpoint,
     truncate_metrics,
@@ -54,6 +59,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def make_deterministic(device: str) -> None:
+    """Switch on PyTorch's deterministic algorithms for this process (a warning, not an error, for an op that
+    has none); on CUDA first set ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which deterministic cuBLAS needs before its
+    first call, unless the user set it. Uninitialised memory is not filled: our kernels write every output
+    element, and the fill would cost a pass over each new tensor (docs/training.md#determinism)."""
+    if torch.device(device).type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -194,19 +210,21 @@ def train(
     progress = progress or TrainProgress()
     if resume and not (run_dir / LAST_FILE).is_file():
         raise TrainingError(f"--resume: {run_dir} has no {LAST_FILE} to continue from")
+    check_writable(run_dir)
     if not resume:
         check_new_run_dir(run_dir)
     note = configure_precision(config)
     if note:
         progress.note(note)
     data = load_run_data(config)
+    make_deterministic(config.device)
     seed_everything(config.seed)
     model = build_model(config)
     optimizer = build_optimizer(config, model)
     first_epoch, best_accuracy, best_epoch = 0, float("-inf"), 0
     if resume:
-        checkpoint = load_checkpoint(run_dir / LAST_FILE, config.device)
-        model.load_state_dict(checkpoint["model"])
+        checkpoint = load_checkpoint(run_dir / LAST_FILE, config.device, RESUME_KEYS)
+        load_model_state(model, checkpoint, run_dir / LAST_FILE, config)
         optimizer.load_state_dict(checkpoint["optimizer"])
         restore_rng_state(checkpoint["rng"], config.device)
         first_epoch, best_epoch = checkpoint["epoch"], checkpoint["best_epoch"]
@@ -262,6 +280,20 @@ def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
     return stored
 
 
+def interrupted_message(run_dir: str | Path, config: TrainConfig) -> str:
+    """What a user who stopped training with Ctrl-C needs to know: the epoch that was cut and what ``last.pt``
+    holds, or that there is nothing to resume; ``last.pt`` is written atomically, so it is always whole."""
+    run_dir = Path(run_dir)
+    if not (run_dir / LAST_FILE).is_file():
+        return f"interrupted before the first epoch ended: {run_dir} holds nothing to resume; run the command again"
+    saved = load_checkpoint(run_dir / LAST_FILE, keys=RESUME_KEYS)["epoch"]
+    where = "during the test evaluation" if saved == config.epochs else f"at epoch {saved + 1}"
+    return (
+        f"interrupted {where}; {run_dir / LAST_FILE} holds epoch {saved}: resume with "
+        f"avel-fast train {config.model} --resume --out {run_dir}"
+    )
+
+
 def evaluate_run(
     run_dir: str | Path, *, split: str = "test", use_b2ilc: bool = False, device: str | None = None
 ) -> tuple[TrainConfig, dict]:
@@ -269,11 +301,14 @@ def evaluate_run(
     run_dir = Path(run_dir)
     config = read_config(run_dir, device=device)
     configure_precision(config)
+    make_deterministic(config.device)
+    if not (run_dir / BEST_FILE).is_file():
+        raise TrainingError(f"{run_dir}: no {BEST_FILE} (the run has not finished an epoch yet)")
     best = load_checkpoint(run_dir / BEST_FILE, config.device)
     stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
     rows = load_split(config, split, stats)
     model = build_model(config)
-    model.load_state_dict(best["model"])
+    load_model_state(model, best, run_dir / BEST_FILE, config)
     predictions = predict(model, rows, config)
     if use_b2ilc:
         predictions = b2ilc(predictions)
