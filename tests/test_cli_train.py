@@ -55,6 +55,7 @@ def test_smoke_run_writes_a_complete_run_directory(tmp_path, model, flags):
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["model"] == model and config["config"]["preset"] == "smoke"
     assert set(config["versions"]) == {"avel_fast", "torch", "numpy", "python"}
+    assert config["machine"]["threads"] == 1 and config["machine"]["cpu"] and config["machine"]["gpu"] is None
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     report = json.loads((out / "test_metrics.json").read_text())
     assert report["split"] == "test" and report["epoch"] in (1, 2)

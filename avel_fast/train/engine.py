@@ -37,9 +37,9 @@ from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
     BEST_FILE,
     LAST_FILE,
+    RESUME_KEYS,
     TEST_METRICS_FILE,
     append_metrics,
-    RESUME_KEYS,
     check_new_run_dir,
     check_writable,
     load_checkpoint,
@@ -216,8 +216,8 @@ def train(
     note = configure_precision(config)
     if note:
         progress.note(note)
-    data = load_run_data(config)
     make_deterministic(config.device)
+    data = load_run_data(config)
     seed_everything(config.seed)
     model = build_model(config)
     optimizer = build_optimizer(config, model)
