@@ -272,7 +272,7 @@ CLI = [sys.executable, "-c", "from avel_fast.cli.main import app; app()"]
 
 
 def test_ctrl_c_leaves_a_resumable_run_and_says_how_to_resume(tmp_path):
-    out, epochs = tmp_path / "run", 30
+    out, epochs = tmp_path / "run", 8
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     train_args = ["train", "dpnet", "--preset", "smoke", "--out", str(out)]
     process = subprocess.Popen(
