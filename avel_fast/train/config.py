@@ -44,7 +44,7 @@ class TrainConfig:
     dim: int = 768
     visual_channels: int | None = None  # EDRNet's 3x3 visual conv width (None = 512, the paper)
     dropout: float = 0.2  # DPNet's RGCT dropout
-    standardize: bool = True  # per-dimension z-scores from the training set (avel_fast.train.data)
+    standardize: bool = True  # per-dimension z-scores from the training set (avel_fast.train.data); paper: off
     replicate: bool = False
     link: bool = False
     lss: bool = False
