@@ -82,7 +82,7 @@ def train_command(
     dim: Optional[int] = typer.Option(None, "--dim", help="Model width (paper 768)."),
     visual_channels: Optional[int] = typer.Option(None, "--visual-channels", help="EDRNet 3x3 conv width."),
     dropout: Optional[float] = typer.Option(
-        None, "--dropout", help="DPNet: RGCT dropout (paper 0.2); PSP: its dropout (0.1)."
+        None, "--dropout", help="DPNet: RGCT dropout (default 0.2); PSP: its dropout (default 0.1)."
     ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the run (init, order, augmentations)."),
     data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Seed of the synthetic data."),
@@ -94,7 +94,8 @@ def train_command(
         None, "--cuda-graphs/--no-cuda-graphs", help="CUDA only: compile and replay the steps as CUDA graphs."
     ),
     standardize: Optional[bool] = typer.Option(
-        None, "--standardize/--no-standardize", help="Z-score features with training-set statistics."
+        None, "--standardize/--no-standardize",
+        help="Z-score features with training-set statistics (default: off for paper, on for quick and smoke).",
     ),
     replicate: Optional[bool] = typer.Option(None, "--replicate/--no-replicate", help="DPNet: one replica per video."),
     link: Optional[bool] = typer.Option(None, "--link/--no-link", help="DPNet: link originals and replicas."),
@@ -142,6 +143,7 @@ def train_command(
         train_seeds,
     )
     from avel_fast.train.distributed import is_main_process
+    from avel_fast.train.engine import interrupted_message
     from avel_fast.train.sweep import report_columns
 
     console = Console(quiet=not is_main_process())  # under torchrun rank 0 alone prints
@@ -173,10 +175,18 @@ def train_command(
             f"{'resuming' if resume else 'training'} {config.model}{what} ({config.setting}, preset {config.preset}, "
             f"{config.data or 'synthetic data'}) on {config.device} into {out}"
         )
-        if seeds is not None:
-            summary = train_seeds(config, out, seeds, resume=resume, progress=lambda: RichTrainProgress(console))
-        else:
-            report = train(config, out, resume=resume, progress=RichTrainProgress(console))
+        try:
+            if seeds is not None:
+                summary = train_seeds(config, out, seeds, resume=resume, progress=lambda: RichTrainProgress(console))
+            else:
+                report = train(config, out, resume=resume, progress=RichTrainProgress(console))
+        except KeyboardInterrupt:
+            if seeds is not None:
+                raise TrainingError(
+                    f"interrupted; finished seeds are kept: resume with avel-fast train {config.model} --resume "
+                    f"--seeds {seeds} --out {out}"
+                ) from None
+            raise TrainingError(interrupted_message(out, config)) from None
     except (TrainingError, AVEFormatError) as err:
         _fail(err)
     if not is_main_process():

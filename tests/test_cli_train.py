@@ -1,5 +1,12 @@
 """`avel-fast train` / `avel-fast eval` end to end on the smoke preset, and their refusals of bad input."""
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 import h5py
 import numpy as np
@@ -17,6 +24,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 def invoke(*args: str):
     """Run the command in-process on a wide virtual terminal (rich wraps and truncates at 80 columns)."""
     return CliRunner().invoke(app, [str(arg) for arg in args], env={"COLUMNS": "200"})
+
+
+def assert_clean_failure(result, *fragments: str) -> None:
+    """Exit code 1, no traceback, and one ``error:`` line holding every fragment."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], result.output
 
 
 @pytest.mark.parametrize(
@@ -37,6 +55,7 @@ def test_smoke_run_writes_a_complete_run_directory(tmp_path, model, flags):
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["model"] == model and config["config"]["preset"] == "smoke"
     assert set(config["versions"]) == {"avel_fast", "torch", "numpy", "python"}
+    assert config["machine"]["threads"] == 1 and config["machine"]["cpu"] and config["machine"]["gpu"] is None
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     report = json.loads((out / "test_metrics.json").read_text())
     assert report["split"] == "test" and report["epoch"] in (1, 2)
@@ -93,16 +112,35 @@ def _corrupt_audio(directory):
         (("train", "edrnet", "--preset", "smoke", "--setting", "wsel", "--smb"), "--smb needs segment labels"),
         (("train", "dpnet", "--preset", "smoke", "--data", "{tmp}/absent"), "no such directory"),
         (("train", "dpnet", "--preset", "smoke", "--resume"), "--resume needs --out"),
+        *(
+            (("train", "dpnet", "--preset", "smoke", flag, value), f"{flag} must be a finite number")
+            for flag, values in (
+                ("--lr", ("nan", "inf", "-inf", "0", "-0.1")), ("--weight-decay", ("nan", "inf", "-1")),
+                ("--dropout", ("nan", "1", "-0.5")), ("--epochs", ("0", "-1")), ("--batch-size", ("0", "-8")),
+                ("--cycle", ("0",)), ("--dim", ("-1",)), ("--seed", ("-1",)), ("--data-seed", ("-1",)),
+            )
+            for value in values
+        ),
+        (("train", "edrnet", "--preset", "smoke", "--lss-weight", "nan"), "--lss-weight must be a finite number"),
+        (("train", "edrnet", "--preset", "smoke", "--lss-weight", "-1"), "--lss-weight must be a finite number"),
+        (("train", "edrnet", "--preset", "smoke", "--visual-channels", "0"), "--visual-channels must be a finite"),
+        (("train", "edrnet", "--preset", "smoke", "--smb", "--smb-per-class", "-2"), "--smb-per-class must be a"),
     ],
 )
 def test_bad_train_requests_exit_non_zero_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "run"
     if "--resume" not in args:
         args = (*(arg.format(tmp=tmp_path) for arg in args), "--out", out)
-    result = invoke(*args)
-    assert result.exit_code == 1
-    assert message in result.output
+    assert_clean_failure(invoke(*args), message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--epochs", "inf"), ("--batch-size", "nan"), ("--lr", "fast")])
+def test_a_number_that_does_not_parse_is_a_usage_error_naming_the_option(tmp_path, flag, value):
+    result = invoke("train", "dpnet", "--preset", "smoke", flag, value, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '{flag}'" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_invalid_ave_directory_is_reported_with_the_loader_message(tmp_path):
@@ -112,6 +150,155 @@ def test_invalid_ave_directory_is_reported_with_the_loader_message(tmp_path):
     assert result.exit_code == 1
     assert "audio_feature.h5" in result.output and "avadataset" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def _rewrite(path, rows=None, values=None):
+    """Rewrite the ``avadataset`` (or ``order``) of an h5 file with its first `rows` rows or with `values`."""
+    with h5py.File(path, "r") as file:
+        key = next(iter(file.keys()))
+        stored = file[key][...]
+    path.unlink()
+    with h5py.File(path, "w") as file:
+        file[key] = stored[:rows] if values is None else values
+
+
+@pytest.mark.parametrize(
+    ("file", "setting", "named", "problem"),
+    [
+        ("audio_feature.h5", "sel", "visual_feature.h5", "30 videos, but the other files hold 29"),
+        ("visual_feature.h5", "sel", "visual_feature.h5", "29 videos, but the other files hold 30"),
+        ("labels.h5", "sel", "labels.h5", "29 videos, but the other files hold 30"),
+        ("mil_labels.h5", "sel", "mil_labels.h5", "29 videos, but the other files hold 30"),
+        ("test_order.h5", "sel", "test_order.h5", "1 indices outside 0..29 (e.g. 30)"),
+        ("Annotations.txt", "sel", "Annotations.txt", "29 event lines, but the feature files hold 30 videos"),
+        ("visual_feature_noisy.h5", "wsel", "visual_feature_noisy.h5", "2 videos, but the other files hold 3"),
+        ("labels_noisy.h5", "wsel", "labels_noisy.h5", "2 videos, but the other files hold 3"),
+    ],
+)
+def test_files_that_disagree_on_the_number_of_videos_are_named(tmp_path, file, setting, named, problem):
+    data = write_synthetic_ave(tmp_path / "ave", seed=0, num_videos=30, num_background_videos=3)
+    path = data / file
+    if file == "Annotations.txt":
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
+    elif file.endswith("_order.h5"):
+        _rewrite(path, values=np.array([0, 30], dtype=np.int64))  # 30 is one past the last video
+    else:
+        _rewrite(path, rows=-1)
+    out = tmp_path / "run"
+    result = invoke("train", "dpnet", "--preset", "smoke", "--setting", setting, "--data", data, "--out", out)
+    assert_clean_failure(result, named, problem)
+    assert not out.exists()
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert_clean_failure(invoke("train", "dpnet", "--preset", "smoke", "--out", blocker), "is a file")
+    assert_clean_failure(
+        invoke("train", "dpnet", "--preset", "smoke", "--out", blocker / "run"), f"{blocker} is a file"
+    )
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes anywhere: refuse the file the probe creates, as a read-only disk would
+
+        def refused(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    result = invoke("train", "dpnet", "--preset", "smoke", "--out", locked / "run")
+    assert_clean_failure(result, f"--out {locked / 'run'}: cannot write in {locked} (Permission denied)")
+    assert blocker.read_text() == "x" and list(locked.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A finished one-epoch DPNet smoke run (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    result = invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--out", out)
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _foreign_checkpoint(path, model, dim):
+    """`path`'s checkpoint with the weights (and config) of `model` at width `dim`."""
+    from avel_fast.train import build_model, resolve_config
+
+    checkpoint = torch.load(path, weights_only=True)
+    config = resolve_config(model, preset="smoke", dim=dim, device="cpu")
+    torch.save({**checkpoint, "model": build_model(config).state_dict(), "config": config.to_dict()}, path)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("best.pt", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "not a readable checkpoint"),
+        ("last.pt", lambda p: p.write_bytes(p.read_bytes()[:100]), "not a readable checkpoint"),
+        ("best.pt", lambda p: p.write_bytes(b"\x00garbage" * 50), "not a readable checkpoint"),
+        ("last.pt", lambda p: p.write_bytes(b""), "not a readable checkpoint"),
+        ("best.pt", lambda p: torch.save({"weights": torch.zeros(2)}, p), "not a checkpoint written by avel-fast"),
+        ("last.pt", lambda p: torch.save([1, 2], p), "not a checkpoint written by avel-fast"),
+        (
+            "best.pt", lambda p: _foreign_checkpoint(p, "edrnet", 32),
+            "weights of edrnet with dim 32 do not fit this run's dpnet with dim 32 (tensors: 58 missing, 42 unexpected",
+        ),
+        (
+            "last.pt", lambda p: _foreign_checkpoint(p, "dpnet", 48),
+            "weights of dpnet with dim 48 do not fit this run's dpnet with dim 32 (tensors: 59 of another shape;",
+        ),
+    ],
+)
+def test_a_damaged_or_foreign_checkpoint_is_named_by_eval_and_resume(smoke_run, tmp_path, name, damage, problem):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    damage(run / name)
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    result = invoke("eval", run) if name == "best.pt" else invoke("train", "dpnet", "--out", run, "--resume")
+    assert_clean_failure(result, str(run / name), problem)
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_eval_of_a_missing_run_a_file_or_a_run_without_best_checkpoint(smoke_run, tmp_path):
+    assert_clean_failure(invoke("eval", tmp_path / "absent"), "not a run directory")
+    (tmp_path / "file").write_text("x")
+    assert_clean_failure(invoke("eval", tmp_path / "file"), "not a run directory")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(smoke_run / "config.json", run)
+    assert_clean_failure(invoke("eval", run), f"{run}: no best.pt")
+
+
+CLI = [sys.executable, "-c", "from avel_fast.cli.main import app; app()"]
+
+
+def test_ctrl_c_leaves_a_resumable_run_and_says_how_to_resume(tmp_path):
+    out, epochs = tmp_path / "run", 8
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    train_args = ["train", "dpnet", "--preset", "smoke", "--out", str(out)]
+    process = subprocess.Popen(
+        [*CLI, *train_args, "--epochs", str(epochs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=environment,
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "last.pt").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)  # last.pt appears atomically: epoch 1 (or later) is saved
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, output
+    assert "Traceback" not in output
+    saved = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= saved < epochs, output
+    line = next(line for line in output.splitlines() if line.startswith("error:"))
+    assert line == (
+        f"error: interrupted at epoch {saved + 1}; {out / 'last.pt'} holds epoch {saved}: "
+        f"resume with avel-fast train dpnet --resume --out {out}"
+    )
+    resumed = subprocess.run([*CLI, *train_args, "--resume"], capture_output=True, text=True, env=environment)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").open()] == list(range(1, epochs + 1))
+    assert (out / "test_metrics.json").is_file()
 
 
 def test_resume_without_checkpoint_and_eval_of_a_non_run_fail_cleanly(tmp_path):

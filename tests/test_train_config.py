@@ -17,6 +17,15 @@ def test_paper_preset_is_the_paper_recipe():
     assert edrnet.lss_weight == 0.1
 
 
+def test_paper_presets_feed_raw_features_and_the_small_presets_standardise_them():
+    for model in ("dpnet", "edrnet"):
+        for setting in ("sel", "wsel"):
+            assert not resolve_config(model, preset="paper", setting=setting, device="cpu").standardize
+            for preset in ("quick", "smoke"):
+                assert resolve_config(model, preset=preset, setting=setting, device="cpu").standardize
+    assert resolve_config("dpnet", preset="paper", standardize=True, device="cpu").standardize
+
+
 def test_weak_setting_turns_the_segment_label_switches_off():
     dpnet = resolve_config("dpnet", preset="paper", setting="wsel", device="cpu")
     edrnet = resolve_config("edrnet", preset="paper", setting="wsel", device="cpu")
@@ -59,8 +68,8 @@ def test_config_round_trips_through_json():
         (dict(model="edrnet", replicate=True), "--replicate .* is not an option of edrnet"),
         (dict(model="edrnet", setting="wsel", smb=True), "--smb needs segment labels"),
         (dict(model="dpnet", setting="wsel", replicate=True), "--replicate needs segment labels"),
-        (dict(model="dpnet", epochs=0), "--epochs must be >= 1"),
-        (dict(model="dpnet", lr=-1.0), "--lr must be > 0"),
+        (dict(model="dpnet", epochs=0), "--epochs must be a finite number >= 1, got 0"),
+        (dict(model="dpnet", lr=-1.0), "--lr must be a finite number > 0.0, got -1.0"),
         (dict(model="dpnet", device="cuda"), "CUDA is not available"),
         (dict(model="dpnet", device="tpu9"), "not a torch device"),
         (dict(model="dpnet", learning_rate=1.0), "unknown option"),
@@ -75,3 +84,38 @@ def test_bad_requests_name_the_option(kwargs, message, no_gpu):
     kwargs = {"preset": "smoke", **kwargs}
     with pytest.raises(TrainingError, match=message):
         resolve_config(kwargs.pop("model"), **kwargs)
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "value", "wanted"),
+    [
+        *(("dpnet", "lr", value, "> 0.0") for value in (NAN, INF, -INF, 0.0, -1e-3)),
+        *(("dpnet", "weight_decay", value, ">= 0.0") for value in (NAN, INF, -0.01)),
+        *(("edrnet", "lss_weight", value, ">= 0.0") for value in (NAN, INF, -0.1)),
+        *(("dpnet", "dropout", value, ">= 0.0 and < 1.0") for value in (NAN, INF, 1.0, -0.1)),
+        *(("dpnet", name, value, ">= 1") for name in ("epochs", "batch_size", "cycle", "dim") for value in (0, -3)),
+        ("dpnet", "epochs", INF, ">= 1"),
+        ("dpnet", "batch_size", NAN, ">= 1"),
+        ("edrnet", "visual_channels", 0, ">= 1"),
+        ("edrnet", "smb_per_class", 0, ">= 1"),
+        ("dpnet", "synthetic_videos", 0, ">= 1"),
+        ("dpnet", "synthetic_background_videos", -1, ">= 0"),
+        ("dpnet", "seed", -1, ">= 0 and < 18446744073709551616"),
+        ("dpnet", "seed", 2**64, ">= 0 and < 18446744073709551616"),
+        ("dpnet", "data_seed", -2, ">= 0 and < 18446744073709551616"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_name_the_option(model, name, value, wanted):
+    overrides = {name: value, **({"smb": True} if name == "smb_per_class" else {})}
+    flag = name.replace("_", "-")
+    with pytest.raises(TrainingError, match=rf"^--{flag} must be a finite number {wanted}, got {value}$"):
+        resolve_config(model, preset="smoke", device="cpu", **overrides)
+
+
+def test_the_largest_seed_and_the_boundaries_are_accepted():
+    config = resolve_config("dpnet", preset="smoke", device="cpu", seed=2**64 - 1, weight_decay=0.0, dropout=0.0)
+    assert config.seed == 2**64 - 1
+    assert resolve_config("edrnet", preset="smoke", device="cpu", lss_weight=0.0).lss_weight == 0.0

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from avel_fast.train import TrainingError, resolve_config, resume_config, train
+from avel_fast.train import TrainingError, evaluate_run, resolve_config, resume_config, train
+from avel_fast.train.data import load_run_data, load_source
 from avel_fast.train.run_dir import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,3 +88,28 @@ def test_refuses_to_train_into_a_non_empty_directory(tmp_path):
     with pytest.raises(TrainingError, match="exists and is not empty"):
         train(_smoke("dpnet"), tmp_path)
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_raw_features_reach_the_model_unchanged_and_the_checkpoints_keep_no_statistics(tmp_path):
+    config = _smoke("dpnet", epochs=1, standardize=False)
+    data, source = load_run_data(config), load_source(config)
+    assert data.stats is None
+    for split in ("train", "val", "test"):
+        rows, raw = getattr(data, split), source.subset(split)
+        assert torch.equal(rows.audio, raw.audio) and torch.equal(rows.visual, raw.visual)
+    standardized = load_run_data(_smoke("dpnet", epochs=1))
+    assert standardized.stats is not None and not torch.equal(standardized.val.audio, data.val.audio)
+
+    report = train(config, tmp_path)
+    for name in ("best.pt", "last.pt"):
+        assert torch.load(tmp_path / name, weights_only=True)["feature_stats"] is None
+    _, metrics = evaluate_run(tmp_path)
+    assert metrics["accuracy"] == report["metrics"]["accuracy"]
+
+
+def test_a_run_records_its_machine_and_uses_deterministic_algorithms(tmp_path):
+    train(_smoke("dpnet", epochs=1), tmp_path)
+    machine = json.loads((tmp_path / "config.json").read_text())["machine"]
+    assert machine["threads"] == torch.get_num_threads() == 1  # the one_thread fixture
+    assert isinstance(machine["cpu"], str) and machine["cpu"] and machine["gpu"] is None
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()

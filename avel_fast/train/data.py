@@ -10,9 +10,10 @@
   fused videos gathered from the training features and appended to the training set (docs/augmentations.md#smb).
 * ``standardize``: every audio dimension and visual channel is shifted and scaled by the mean and standard
   deviation it has over the training set (all videos, segments and 7x7 positions), and validation and test
-  by the same statistics, which the checkpoints keep (`FeatureStats`). VGGish/VGG19-like features are
-  non-negative with a large common offset; without this DPNet sits for several epochs on the class prior
-  (README "Training").
+  by the same statistics, which the checkpoints keep (`FeatureStats`). The quick and smoke presets do this:
+  VGGish/VGG19-like features are non-negative with a large common offset, and without it DPNet sits for
+  several epochs on the class prior. The paper preset feeds the raw features, as the papers do
+  (docs/training.md#presets); the checkpoints then hold ``feature_stats=None``.
 """
 from __future__ import annotations
 

@@ -12,10 +12,13 @@ data's labels and the ``eval_labels`` file), ``test_metrics.json``, its raw scor
 ``test_predictions.h5`` (docs/metrics.md#saved-predictions), then what the family writes after it
 (`ModelFamily.finish`: the pretext network's ``probe.json``). Test never takes part in selection.
 
-Determinism: torch, numpy and Python are seeded with the run seed before the model is built; batch order,
-replicas and SMB videos come from streams derived from it; ``last.pt`` holds the model, optimizer and torch
-RNG states (of every rank) after each epoch, so ``resume`` continues exactly where a killed run stopped (the
-only random state the loop consumes is torch's, for dropout).
+Determinism (docs/training.md#determinism): torch, numpy and Python are seeded with the run seed before the
+model is built and PyTorch's deterministic algorithms are switched on (`make_deterministic`); batch order,
+replicas and SMB videos come from streams derived from the seed; ``last.pt`` holds the model, optimizer and
+torch RNG states (of every rank) after each epoch, so ``resume`` continues exactly where a killed run stopped
+(the only random state the loop consumes is torch's, for dropout). The same command gives the same numbers on
+the same machine with the same thread count and library versions; another CPU or GPU model may round
+differently.
 
 Under ``torchrun`` the same loop runs data-parallel (`avel_fast.train.distributed`). A training step reads
 nothing back from the device: the batch order is drawn on the host and copied once per epoch, the losses and
@@ -25,6 +28,7 @@ accuracies add up on the device and are read every `PROGRESS_EVERY` steps and at
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from pathlib import Path
@@ -52,11 +56,15 @@ from avel_fast.train.evaluation import (
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
     BEST_FILE,
+    CONFIG_FILE,
     LAST_FILE,
+    RESUME_KEYS,
     TEST_METRICS_FILE,
     append_metrics,
     check_new_run_dir,
+    check_writable,
     load_checkpoint,
+    load_model_state,
     read_config,
     save_checkpoint,
     truncate_metrics,
@@ -73,6 +81,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def make_deterministic(device: str) -> None:
+    """Switch on PyTorch's deterministic algorithms for this process (a warning, not an error, for an op that
+    has none); on CUDA first set ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which deterministic cuBLAS needs before its
+    first call, unless the user set it. Uninitialised memory is not filled: our kernels write every output
+    element, and the fill would cost a pass over each new tensor (docs/training.md#determinism)."""
+    if torch.device(device).type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -332,6 +351,7 @@ def _check_run_dir(run_dir: Path, resume: bool, stage: bool) -> None:
     """`stage`: one stage of a pipeline, whose run directory the pipeline has checked."""
     if resume and not (run_dir / LAST_FILE).is_file():
         raise TrainingError(f"--resume: {run_dir} has no {LAST_FILE} to continue from")
+    check_writable(run_dir)
     if not resume and not stage:
         check_new_run_dir(run_dir)
 
@@ -339,7 +359,7 @@ def _check_run_dir(run_dir: Path, resume: bool, stage: bool) -> None:
 def _open_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict | None:
     """The ``last.pt`` of a resumed run (on the CPU); a new run's directory and ``config.json``."""
     if resume:
-        return load_checkpoint(run_dir / LAST_FILE, "cpu")
+        return load_checkpoint(run_dir / LAST_FILE, "cpu", RESUME_KEYS)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
     return None
@@ -361,6 +381,7 @@ def _train(
     note = configure_precision(run)
     if note:
         progress.note(note)
+    make_deterministic(run.device)
     family = family_of(config.model)
     data = family.load_data(run, extras)
     config = fitted_config(config, data.train)
@@ -372,7 +393,7 @@ def _train(
     first_epoch, best_accuracy, best_epoch = 0, float("-inf"), 0
     checkpoint = context.on_main(lambda: _open_run_dir(run_dir, config, resume))
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        load_model_state(model, checkpoint, run_dir / LAST_FILE, config)
         optimizer.load_state_dict(checkpoint["optimizer"])
         rank_states = checkpoint.get("rank_rng")
         same_ranks = rank_states is not None and len(rank_states) == context.world_size
@@ -437,6 +458,22 @@ def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
     return stored
 
 
+def interrupted_message(run_dir: str | Path, config: TrainConfig) -> str:
+    """What a user who stopped training with Ctrl-C needs to know: the epoch that was cut and what ``last.pt``
+    holds, or that there is nothing to resume; ``last.pt`` is written atomically, so it is always whole."""
+    run_dir = Path(run_dir)
+    if not (run_dir / LAST_FILE).is_file():
+        if run_dir.is_dir() and any(path.name != CONFIG_FILE for path in run_dir.iterdir()):  # a pipeline's stage
+            return f"interrupted; resume with avel-fast train {config.model} --resume --out {run_dir}"
+        return f"interrupted before the first epoch ended: {run_dir} holds nothing to resume; run the command again"
+    saved = load_checkpoint(run_dir / LAST_FILE, keys=RESUME_KEYS)["epoch"]
+    where = "during the test evaluation" if saved == config.epochs else f"at epoch {saved + 1}"
+    return (
+        f"interrupted {where}; {run_dir / LAST_FILE} holds epoch {saved}: resume with "
+        f"avel-fast train {config.model} --resume --out {run_dir}"
+    )
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -460,6 +497,9 @@ def evaluate_run(
     if note:
         raise TrainingError(f"{run_dir}: {note}")
     configure_precision(config)
+    make_deterministic(config.device)
+    if not (run_dir / BEST_FILE).is_file():
+        raise TrainingError(f"{run_dir}: no {BEST_FILE} (the run has not finished an epoch yet)")
     best = load_checkpoint(run_dir / BEST_FILE, config.device)
     stats = FeatureStats.from_dict(best["feature_stats"]) if best["feature_stats"] is not None else None
     rows = load_split(config, split, stats)
@@ -467,7 +507,7 @@ def evaluate_run(
     target = rows.rows.labels if labels is None else split_label_set(labels, rows.video_index, rows.num_videos)
     label_name = DATA_LABELS if labels is None else str(Path(labels).resolve())
     model = build_model(config)
-    model.load_state_dict(best["model"])
+    load_model_state(model, best, run_dir / BEST_FILE, config)
     scores = predict_scores(model, rows.rows, config)
     classes = protocol_classes(scores, protocol, config)
     path = run_dir / predictions_file(split)
