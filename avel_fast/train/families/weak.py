@@ -39,10 +39,11 @@ WEAK_RECIPE = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=64, s
 """Adam 1e-3 without weight decay, batch 64, raw features: both public codes and TLR §5 (docs/weak.md#recipes)."""
 STAGE_EPOCHS = {
     "paper": dict(step1_epochs=200, epochs=100),
-    "quick": dict(step1_epochs=2, epochs=1),
+    "quick": dict(step1_epochs=4, epochs=4),
     "smoke": dict(step1_epochs=1, epochs=1),
 }
-"""Epochs of the refinement stages (TLR §5: 200 for Step 1, 100 for Step 3); quick in proportion, smoke the least."""
+"""Epochs of the refinement stages (TLR §5: 200 for Step 1, 100 for Step 3); quick gives each stage the budget of
+a plain quick run (a last stage of one or two epochs does not converge at these sizes), smoke the least."""
 REFINE_OPTIONS = {
     "refine": "its label-refinement pipeline",
     "window": "the windows of label refinement",
