@@ -343,7 +343,8 @@ def test_forward_is_from_segment_features_of_segment_features_bit_for_bit(name):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_spliced_segment_features_equal_the_forward_of_the_spliced_video(name):
-    """Windows of 4 segments of video 0 in video 1 (the label-refinement synthetic videos), bit for bit."""
+    """Windows of 4 segments of video 0 in video 1 (the label-refinement synthetic videos). Equal up to the last
+    bits only: the two sides multiply batches of different sizes, which BLAS may block differently."""
     torch.manual_seed(0)
     model = MODELS[name]().eval()
     audio, visual = inputs(batch=2)
@@ -353,4 +354,4 @@ def test_spliced_segment_features_equal_the_forward_of_the_spliced_video(name):
     video_idx, segment_idx = torch.where(inside, 0, 1), positions.expand(4, 10)
     spliced = [gather_segments(f, video_idx, segment_idx) for f in model.segment_features(audio, visual)]
     expected = model(gather_segments(audio, video_idx, segment_idx), gather_segments(visual, video_idx, segment_idx))
-    assert_identical(model.from_segment_features(*spliced), expected)
+    torch.testing.assert_close(model.from_segment_features(*spliced), expected, rtol=1e-5, atol=1e-6)

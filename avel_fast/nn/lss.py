@@ -161,12 +161,9 @@ class LSSLoss(reference.LSSLoss):
     Backend (docs/fast-path.md#backends, `avel_fast.backend.select_backend`): the Triton kernel on CUDA, the
     batched PyTorch path on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. Under `torch.compile`
     the input check (the reference's, it reads the label range) breaks the graph; the rest traces.
-    ``check_labels=False`` skips reading the label range (a device sync on CUDA) for labels checked when they were loaded.
+    ``check_labels=False`` skips reading the label range (a device sync on CUDA) for labels checked when they
+    were loaded.
     """
-
-    def __init__(self, margin: float = 1.0, *, check_labels: bool = True) -> None:
-        super().__init__(margin)
-        self.check_labels = check_labels
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """`features` ``[B, T, D]`` (the gated features), `labels` ``[B, T]`` in ``0..28`` -> scalar loss."""

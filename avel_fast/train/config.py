@@ -187,6 +187,8 @@ _NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
     "threshold": (0.0, math.inf, True),
 }
 """Every numeric option: (low, high, whether low is allowed); the value must be finite and below high."""
+DATA_FIXED_OPTIONS = ("audio_dim",)
+"""Options the training data fixes (`ModelFamily.data_values`): None in a new config, recorded in ``config.json``."""
 _OPTIONAL_NUMBERS = ("visual_channels", "audio_dim", "threshold")
 """Numeric options that may also be None: the paper's width, the width read from the data, PSP's default."""
 
@@ -218,6 +220,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     for switch in family.supervised_switches:
         if getattr(config, switch) and config.setting == "wsel":
             raise TrainingError(f"--{switch} needs segment labels: use it with --setting sel, not wsel")
+    if config.setting not in family.settings:
+        raise TrainingError(
+            f"--setting {config.setting} is not an option of {config.model} (it trains in {', '.join(family.settings)})"
+        )
     family.validate(config)
     try:
         device = torch.device(config.device)

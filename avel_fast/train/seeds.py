@@ -12,11 +12,11 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from avel_fast.train.config import TrainConfig, TrainingError
+from avel_fast.train.config import DATA_FIXED_OPTIONS, TrainConfig, TrainingError
+from avel_fast.train.distributed import is_main_process
 from avel_fast.train.engine import resume_config, train
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import CONFIG_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config
-from avel_fast.train.distributed import is_main_process
 from avel_fast.train.sweep import seed_dir, summarize, sweep_seeds, write_summary
 
 
@@ -37,7 +37,10 @@ def resume_sweep_config(sweep_dir: str | Path, **requested) -> TrainConfig:
 
 
 def _check_seed_config(run_dir: Path, config: TrainConfig) -> None:
+    """`TrainingError` unless the seed's stored config is `config`, up to the values its data fixed
+    (`DATA_FIXED_OPTIONS`) where `config` leaves them to the data."""
     stored = read_config(run_dir, device=config.device)
+    stored = dataclasses.replace(stored, **{name: None for name in DATA_FIXED_OPTIONS if getattr(config, name) is None})
     if stored != config:
         differ = [name for name in config.to_dict() if getattr(stored, name) != getattr(config, name)]
         raise TrainingError(f"{run_dir}: its config differs from the sweep's ({', '.join(differ)}); not resumed")

@@ -103,6 +103,8 @@ class ModelFamily:
 
     name: ClassVar[str]
     title: ClassVar[str]
+    settings: ClassVar[tuple[str, ...]] = ("sel", "wsel")
+    """The settings it trains in (`--setting`)."""
     switches: ClassVar[dict[str, str]] = {}
     """Boolean options only this family has: name -> what it is (refused with other models)."""
     supervised_switches: ClassVar[tuple[str, ...]] = ()

@@ -175,6 +175,7 @@ def load_pretext_data(config) -> PretextData:
 class PretextFamily(ModelFamily):
     name = "pretext"
     title = "ambient-sound pretext network"
+    settings = ("sel",)  # it has no event labels
     options = {
         "features": "its sound summary", "targets": "its sound targets", "k": "its number of clusters or bits",
         "visual_net": "its image network",
@@ -197,8 +198,6 @@ class PretextFamily(ModelFamily):
         }[preset]
 
     def validate(self, config) -> None:
-        if config.setting != "sel":
-            raise TrainingError(f"--setting {config.setting} is not an option of pretext (it has no event labels)")
         for name, value, choices in (
             ("features", config.features, SOUND_FEATURES), ("targets", config.targets, TARGET_KINDS),
             ("visual-net", config.visual_net, tuple(IMAGE_SIZES)),
