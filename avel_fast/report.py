@@ -260,7 +260,7 @@ def _metrics_table(columns: dict[str, dict[str, float]]) -> str:
 
 
 def _run_report(figure, run_dir: Path, out_dir: Path, up_link: str | None = None) -> Path:
-    config = read_config(run_dir)
+    config = read_config(run_dir, device="cpu")  # the values only: a CUDA run is reported anywhere
     if family_of(config.model).eval_note:
         raise ReportError(f"{run_dir}: {family_of(config.model).eval_note}")
     records = read_metrics(run_dir)

@@ -9,7 +9,7 @@ from avel_fast.cli.train import eval_command, train_command
 
 app = typer.Typer(
     name="avel-fast",
-    help="Audio-visual event localization: data, training and evaluation of DPNet and EDRNet.",
+    help="Audio-visual event localization: data, sound features, training, evaluation and reports (docs/cli.md).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -18,7 +18,7 @@ app = typer.Typer(
 
 @app.callback()
 def main() -> None:
-    """Audio-visual event localization: data, training and evaluation of DPNet and EDRNet."""
+    """Audio-visual event localization: data, sound features, training, evaluation and reports (docs/cli.md)."""
 
 
 app.command("env")(env)

@@ -17,13 +17,11 @@ def report_command(
     Learning curves, confusion matrix, per-class accuracy and test-video timelines of each run; for a sweep also
     the spread of every test metric over the seeds. Needs matplotlib (pip install 'avel_fast[report]').
     """
-    from avel_fast.data import AVEFormatError
-    from avel_fast.report import ReportError, build_report
-    from avel_fast.train import TrainingError
+    from avel_fast.report import build_report
 
     try:
         index = build_report(path)
-    except (ReportError, TrainingError, AVEFormatError) as err:
+    except (ValueError, OSError) as err:  # ReportError, TrainingError, AVEFormatError: ValueErrors naming the file
         _fail(err)
     figures = len(list(index.parent.rglob("*.png")))
     Console().print(f"report: {index} ({figures} figures)", soft_wrap=True)

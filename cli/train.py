@@ -73,8 +73,10 @@ def train_command(
     preset: Optional[str] = typer.Option(
         None, "--preset", help="paper | quick | smoke; default paper with a GPU, quick without."
     ),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Videos per mini-batch."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (--refine: of the last stage)."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Videos (pretext: image/sound pairs) per mini-batch, over all processes."
+    ),
     lr: Optional[float] = typer.Option(None, "--lr", help="Base learning rate (the schedule multiplies it)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw | adam | sgd."),
@@ -85,7 +87,9 @@ def train_command(
         None, "--dropout", help="DPNet: RGCT dropout (default 0.2); PSP: its dropout (default 0.1)."
     ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the run (init, order, augmentations)."),
-    data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Seed of the synthetic data."),
+    data_seed: Optional[int] = typer.Option(
+        None, "--data-seed", help="Seed of the synthetic data (pretext: also of its train/val/test split)."
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N; default cuda when present."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | tf32 (CUDA) | bf16 (autocast)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="fast (avel_fast.models) | reference."),
@@ -95,7 +99,8 @@ def train_command(
     ),
     standardize: Optional[bool] = typer.Option(
         None, "--standardize/--no-standardize",
-        help="Z-score features with training-set statistics (default: off for paper, on for quick and smoke).",
+        help="Z-score features with training-set statistics (DPNet/EDRNet: off for paper, on for quick and smoke; "
+        "AVE/PSP: off).",
     ),
     replicate: Optional[bool] = typer.Option(None, "--replicate/--no-replicate", help="DPNet: one replica per video."),
     link: Optional[bool] = typer.Option(None, "--link/--no-link", help="DPNet: link originals and replicas."),
@@ -120,7 +125,7 @@ def train_command(
     ),
     features: Optional[str] = typer.Option(None, "--features", help="pretext: sound summary, textures | mfcc."),
     targets: Optional[str] = typer.Option(None, "--targets", help="pretext: cluster (k-means) | bits (PCA signs)."),
-    k: Optional[int] = typer.Option(None, "--k", help="pretext: clusters or bits (default 15)."),
+    k: Optional[int] = typer.Option(None, "--k", help="pretext: clusters or bits (15; smoke preset 6)."),
     visual_net: Optional[str] = typer.Option(None, "--visual-net", help="pretext: alexnet | small (preset's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory; default runs/<model>-<setting>-<time>."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run (or the sweep) in --out."),

@@ -208,6 +208,8 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch):
     result = invoke("train", "dpnet", "--preset", "smoke", "--out", locked / "run")
     assert_clean_failure(result, f"--out {locked / 'run'}: cannot write in {locked} (Permission denied)")
     assert blocker.read_text() == "x" and list(locked.iterdir()) == []
+    refined = invoke("train", "ave", "--preset", "smoke", "--setting", "wsel", "--refine", "lr", "--out", blocker)
+    assert_clean_failure(refined, "is a file")
 
 
 @pytest.fixture(scope="module")

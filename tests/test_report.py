@@ -99,6 +99,14 @@ def test_a_run_without_predictions_or_test_metrics(tmp_path, sweep):
     assert "no test_metrics.json" in index.read_text() and "no test_predictions.h5" in index.read_text()
 
 
+def test_a_corrupt_test_metrics_file_is_a_clean_error(tmp_path, sweep):
+    run_dir = copy_run(sweep, tmp_path / "run", ("config.json", "metrics.jsonl", "test_metrics.json"))
+    (run_dir / "test_metrics.json").write_text('{"split": "te')
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 1 and "test_metrics.json: not a readable JSON file" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_not_a_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "not a run directory" in result.output

@@ -47,10 +47,15 @@ def test_resume_drops_a_metrics_line_cut_by_the_kill(tmp_path):
     assert _without_timing(read_metrics(tmp_path / "cut")) == _without_timing(read_metrics(tmp_path / "full"))
 
 
-def test_a_run_stopped_before_its_first_epoch_can_be_started_again(tmp_path):
-    (tmp_path / "config.json").write_text("{}")  # all that a run killed during its first epoch leaves
+@pytest.mark.parametrize("left", [("config.json",), ("config.json", "metrics.jsonl", "best.pt")])
+def test_a_run_stopped_before_its_first_last_pt_can_be_started_again(tmp_path, left):
+    """A run killed in its first epoch (before or after best.pt and the metrics line) has nothing to resume."""
+    for name in left:
+        (tmp_path / name).write_text('{"epoch": 1}\n' if name == "metrics.jsonl" else "{}")
     assert train(_smoke("dpnet", epochs=1), tmp_path)["metrics"]["accuracy"] >= 0.0
     assert (tmp_path / "test_metrics.json").is_file()
+    assert [record["epoch"] for record in read_metrics(tmp_path)] == [1]
+
 
 
 def test_same_config_twice_gives_identical_metrics(tmp_path):

@@ -115,6 +115,7 @@ def test_train_on_a_directory_of_pairs(tmp_path):
         (("edrnet", "--features", "mfcc"), "--features is an option of pretext"),
         (("pretext", "--replicate"), "--replicate (DPNet's Replicate) is not an option of pretext"),
         (("pretext", "--lss"), "--lss (EDRNet's Land-Shore-Sea loss) is not an option of pretext"),
+        (("pretext", "--eval-labels", "labels.h5"), "--eval-labels is not used by pretext"),
         (("pretext", "--visual-channels", "8"), "--visual-channels is an option of edrnet"),
         (("pretext", "--dim", "64"), "--dim is not used by pretext"),
         (("pretext", "--no-standardize"), "--standardize is not used by pretext"),
@@ -123,7 +124,7 @@ def test_train_on_a_directory_of_pairs(tmp_path):
         (("pretext", "--features", "wav"), "--features 'wav': expected one of textures, mfcc"),
         (("pretext", "--targets", "vq"), "--targets 'vq': expected one of cluster, bits"),
         (("pretext", "--visual-net", "resnet"), "--visual-net 'resnet': expected one of alexnet, small"),
-        (("pretext", "--k", "0"), "--k must be >= 1"),
+        (("pretext", "--k", "0"), "--k must be a finite number >= 1"),
     ],
 )
 def test_refused_options(tmp_path, args, message):

@@ -41,7 +41,8 @@ _NO_BUFFER_SYNC = {
     else "broadcast_buffers": False
 }  # fmt: skip
 """DDP's switch for the buffer broadcast before every forward (renamed in recent torch), off: the models' buffers
-are constants, and no model has BatchNorm (`DistributedContext.wrap` makes it synchronous on CUDA)."""
+are constants; the one model with BatchNorm (the pretext network's small CNN) is refused under torchrun, and
+`DistributedContext.wrap` would make it synchronous on CUDA."""
 
 
 @dataclass(frozen=True)

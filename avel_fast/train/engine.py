@@ -56,12 +56,12 @@ from avel_fast.train.evaluation import (
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
     BEST_FILE,
-    CONFIG_FILE,
     LAST_FILE,
     RESUME_KEYS,
     TEST_METRICS_FILE,
     append_metrics,
     check_new_run_dir,
+    resumable,
     check_writable,
     load_checkpoint,
     load_model_state,
@@ -362,6 +362,7 @@ def _open_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> dict | No
         return load_checkpoint(run_dir / LAST_FILE, "cpu", RESUME_KEYS)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
+    truncate_metrics(run_dir, 0)  # a run stopped before its first last.pt starts again
     return None
 
 
@@ -442,7 +443,7 @@ def _train(
     if scores is not None:
         write_predictions(run_dir / predictions_file("test"), data.test_index, scores.argmax(dim=-1), scores)
     write_json(run_dir / TEST_METRICS_FILE, report)
-    return {**report, "summaries": family.finish(run_dir, model, data, config)}
+    return {**report, "summaries": family.finish(run_dir, model, data, run)}
 
 
 def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
@@ -463,7 +464,7 @@ def interrupted_message(run_dir: str | Path, config: TrainConfig) -> str:
     holds, or that there is nothing to resume; ``last.pt`` is written atomically, so it is always whole."""
     run_dir = Path(run_dir)
     if not (run_dir / LAST_FILE).is_file():
-        if run_dir.is_dir() and any(path.name != CONFIG_FILE for path in run_dir.iterdir()):  # a pipeline's stage
+        if resumable(run_dir):  # a label-refinement pipeline stopped in an earlier stage
             return f"interrupted; resume with avel-fast train {config.model} --resume --out {run_dir}"
         return f"interrupted before the first epoch ended: {run_dir} holds nothing to resume; run the command again"
     saved = load_checkpoint(run_dir / LAST_FILE, keys=RESUME_KEYS)["epoch"]

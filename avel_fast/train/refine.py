@@ -44,15 +44,16 @@ from avel_fast.train.run_dir import (
     BEST_FILE,
     CONFIG_FILE,
     LAST_FILE,
+    STEP1_DIR,
     TEST_METRICS_FILE,
     check_new_run_dir,
+    check_writable,
     load_checkpoint,
     read_config,
     write_config,
     write_json,
 )
 
-STEP1_DIR = "step1"
 LABEL_FILES = {"window_labels": "window_labels.h5", "segment_labels": "pseudo_labels.h5"}
 """The labels a Step 1 leads to, by their `RunData.extras` key, and the file in the run directory holding them."""
 STEP1_STREAM, PARTNER_STREAM = 4, 5
@@ -156,6 +157,7 @@ def train_refined(
         raise TrainingError(f"--refine {config.refine} runs its stages on a single process: leave torchrun out")
     run_dir = Path(run_dir)
     progress = progress or TrainProgress()
+    check_writable(run_dir)
     if not resume:
         check_new_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
 TEST_METRICS_FILE = "test_metrics.json"
+STEP1_DIR = "step1"
+"""The first stage of a label-refinement pipeline, inside its run directory (`avel_fast.train.refine`)."""
 
 
 def json_safe(value):
@@ -150,10 +152,18 @@ def read_config(run_dir: Path, device: str | None = None) -> TrainConfig:
         raise TrainingError(f"{path}: not a config written by avel-fast train ({err})") from None
 
 
+def resumable(run_dir: Path) -> bool:
+    """Whether `run_dir` holds something ``--resume`` continues: a ``last.pt``, or the first stage of a
+    label-refinement pipeline (``step1/``)."""
+    return (run_dir / LAST_FILE).is_file() or (run_dir / STEP1_DIR).is_dir()
+
+
 def check_new_run_dir(run_dir: Path) -> None:
-    """Refuse to train into a directory that already holds files (use --resume to continue a run), except a
-    lone ``config.json``: a run stopped before its first epoch ended, which has nothing to resume."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} - {CONFIG_FILE}:
+    """Refuse to train into a directory that already holds files (use --resume to continue a run), except those
+    of a run stopped before its first ``last.pt`` (``config.json``, ``metrics.jsonl``, ``best.pt``), which has
+    nothing to resume and is trained again from the start."""
+    restartable = {CONFIG_FILE, METRICS_FILE, BEST_FILE}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir() if not p.name.startswith(".")} - restartable:
         raise TrainingError(f"--out {run_dir}: exists and is not empty (pass --resume to continue that run)")
 
 

@@ -16,7 +16,7 @@ from avel_fast.train.config import DATA_FIXED_OPTIONS, TrainConfig, TrainingErro
 from avel_fast.train.distributed import is_main_process
 from avel_fast.train.engine import resume_config, train
 from avel_fast.train.progress import TrainProgress
-from avel_fast.train.run_dir import CONFIG_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config
+from avel_fast.train.run_dir import CONFIG_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config, resumable
 from avel_fast.train.sweep import seed_dir, summarize, sweep_seeds, write_summary
 
 
@@ -37,10 +37,11 @@ def resume_sweep_config(sweep_dir: str | Path, **requested) -> TrainConfig:
 
 
 def _check_seed_config(run_dir: Path, config: TrainConfig) -> None:
-    """`TrainingError` unless the seed's stored config is `config`, up to the values its data fixed
-    (`DATA_FIXED_OPTIONS`) where `config` leaves them to the data."""
+    """`TrainingError` unless the seed's stored config is `config`, up to the values the data fixes
+    (`DATA_FIXED_OPTIONS`) where either side leaves them to the data."""
     stored = read_config(run_dir, device=config.device)
-    stored = dataclasses.replace(stored, **{name: None for name in DATA_FIXED_OPTIONS if getattr(config, name) is None})
+    unset = [name for name in DATA_FIXED_OPTIONS if None in (getattr(stored, name), getattr(config, name))]
+    stored, config = (dataclasses.replace(side, **dict.fromkeys(unset)) for side in (stored, config))
     if stored != config:
         differ = [name for name in config.to_dict() if getattr(stored, name) != getattr(config, name)]
         raise TrainingError(f"{run_dir}: its config differs from the sweep's ({', '.join(differ)}); not resumed")
@@ -70,7 +71,7 @@ def train_seeds(
         if (run_dir / TEST_METRICS_FILE).is_file():
             reporter.note(f"seed {seed} ({position}/{len(seeds)}): finished, kept")
             continue
-        resumed = run_dir.is_dir() and any(path.name != CONFIG_FILE for path in run_dir.iterdir())
+        resumed = resumable(run_dir)
         reporter.note(f"seed {seed} ({position}/{len(seeds)}): {'resuming' if resumed else 'training'} {run_dir}")
         train(seed_config, run_dir, resume=resumed, progress=reporter)
     if not is_main_process():  # under torchrun rank 0 alone writes the run directories and the summary

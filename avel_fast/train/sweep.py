@@ -79,7 +79,18 @@ def read_test_report(run_dir: str | Path) -> dict:
     path = Path(run_dir) / TEST_METRICS_FILE
     if not path.is_file():
         raise TrainingError(f"{run_dir}: no {TEST_METRICS_FILE} (the run has not finished)")
-    return json.loads(path.read_text())
+    return _read_json(path)
+
+
+def _read_json(path: Path) -> dict:
+    """The JSON object in `path`; `TrainingError` naming the file when it is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TrainingError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(value, dict):
+        raise TrainingError(f"{path}: expected a JSON object")
+    return value
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -115,7 +126,7 @@ def write_summary(sweep_dir: str | Path, summary: dict) -> Path:
 
 def read_summary(sweep_dir: str | Path) -> dict:
     """The ``summary.json`` of a sweep directory, nulls back to nan."""
-    summary = json.loads((Path(sweep_dir) / SUMMARY_FILE).read_text())
+    summary = _read_json(Path(sweep_dir) / SUMMARY_FILE)
     for entry in summary["metrics"].values():
         entry["mean"], entry["std"] = _value(entry["mean"]), _value(entry["std"])
         entry["values"] = [_value(value) for value in entry["values"]]

@@ -14,7 +14,7 @@ class LSSObjective(Objective):
     def __init__(self, family, model, data, config) -> None:
         super().__init__(family, model, data, config)
         fast = config.backend == "fast"
-        lss = fast_nn.LSSLoss(check_labels=False) if fast else reference.LSSLoss()  # labels checked when loaded
+        lss = (fast_nn if fast else reference).LSSLoss(check_labels=False)  # labels checked when loaded
         self.lss = lss if config.lss else None
 
     def __call__(self, batch, epoch: int, step: int) -> StepOutput:

@@ -32,6 +32,7 @@ from avel_fast.pretext import (
     read_pairs,
     synthetic_scenes,
 )
+from avel_fast.train.distributed import launched_by_torchrun
 from avel_fast.train.errors import TrainingError
 from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, register
 from avel_fast.train.schedule import OneCycleSchedule
@@ -139,7 +140,7 @@ def load_examples(config) -> tuple[torch.Tensor, tuple, tuple, torch.Tensor | No
         return scenes.images, waveforms, (scenes.sample_rate,) * len(waveforms), scenes.labels
     try:
         pairs = read_pairs(config.data)
-    except ValueError as err:
+    except (ValueError, ImportError) as err:  # ImportError: the `audio` extra (Pillow, soundfile) is missing
         raise TrainingError(f"--data: {err}") from None
     if config.visual_net == "alexnet" and min(pairs.images.shape[2:]) < ALEXNET_MIN_SIZE:
         raise TrainingError(
@@ -183,6 +184,7 @@ class PretextFamily(ModelFamily):
     ignored_options = {
         "dim": "its width is the image network's", "cycle": "its schedule is one cycle",
         "standardize": "its inputs are images", "backend": "its network has no fast path",
+        "eval_labels": "it has no event labels",
     }  # fmt: skip
     objective_class = PretextObjective
     eval_note = (
@@ -198,6 +200,11 @@ class PretextFamily(ModelFamily):
         }[preset]
 
     def validate(self, config) -> None:
+        if launched_by_torchrun():
+            raise TrainingError(
+                "train pretext runs on a single process: its small CNN has BatchNorm, whose batch statistics "
+                "per rank would not match a single-process run"
+            )
         for name, value, choices in (
             ("features", config.features, SOUND_FEATURES), ("targets", config.targets, TARGET_KINDS),
             ("visual-net", config.visual_net, tuple(IMAGE_SIZES)),
