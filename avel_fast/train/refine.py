@@ -19,13 +19,14 @@ was interrupted: a finished Step 1 (its ``test_metrics.json``) and stored labels
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 from pathlib import Path
 
 import h5py
 import torch
 
 from avel_fast._rng import derive_seed
+from avel_fast.atomic import atomic_write
 from avel_fast.metrics import segment_metrics
 from avel_fast.reference.label_refinement import (
     draw_second_videos,
@@ -69,12 +70,12 @@ def step1_config(config: TrainConfig) -> TrainConfig:
 
 
 def _write_labels(path: Path, name: str, values: torch.Tensor, attrs: dict) -> None:
-    """``values`` as the dataset `name` of an HDF5 file, written to a temporary name and moved into place."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with h5py.File(temporary, "w") as file:
+    """``values`` as the dataset `name` of an HDF5 file, written atomically (`atomic_write`)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as file:
         file.create_dataset(name, data=values.cpu().numpy())
         file.attrs.update(attrs)
-    os.replace(temporary, path)
+    atomic_write(path, lambda stream: stream.write(buffer.getbuffer()))
 
 
 def read_labels(path: Path, name: str) -> torch.Tensor:
