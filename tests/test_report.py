@@ -1,4 +1,5 @@
 """`avel-fast report`: figures and index.html of real smoke runs and of a two-seed sweep; matplotlib missing."""
+import json
 import re
 import sys
 
@@ -105,6 +106,15 @@ def test_a_corrupt_test_metrics_file_is_a_clean_error(tmp_path, sweep):
     result = runner.invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 1 and "test_metrics.json: not a readable JSON file" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a CUDA run reported on a machine without CUDA")
+def test_a_cuda_run_is_reported_on_a_machine_without_cuda(tmp_path, sweep):
+    run_dir = copy_run(sweep, tmp_path / "run", ("config.json", "metrics.jsonl", "test_metrics.json"))
+    stored = json.loads((run_dir / "config.json").read_text())
+    stored["config"]["device"] = "cuda"
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    assert "learning_curves.png" in referenced_images(build_report(run_dir))
 
 
 def test_not_a_run(tmp_path):

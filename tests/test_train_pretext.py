@@ -12,6 +12,7 @@ from avel_fast.cli.main import app
 from avel_fast.pretext import read_pairs, synthetic_scenes
 from avel_fast.train import resolve_config, resume_config, train
 from avel_fast.train.run_dir import read_metrics
+import avel_fast.train.families.pretext as pretext_family
 from avel_fast.train.families.pretext import decisions
 
 soundfile = pytest.importorskip("soundfile")
@@ -197,3 +198,14 @@ def test_bad_pairs_through_the_command(tmp_path, pairs_dir):
     result = invoke("train", "pretext", "--preset", "smoke", "--k", "2", "--features", "mfcc", "--data", pairs_dir,
                     "--out", tmp_path / "run")
     assert result.exit_code == 1 and "MFCC of different sizes" in result.output
+
+
+def test_pair_directory_without_the_audio_extra_is_a_clean_error(tmp_path, monkeypatch):
+    def missing(_):
+        raise ImportError("reading image/WAV pairs needs Pillow and soundfile: pip install 'avel_fast[audio]'")
+
+    monkeypatch.setattr(pretext_family, "read_pairs", missing)
+    (tmp_path / "pairs").mkdir()
+    result = invoke("train", "pretext", "--preset", "smoke", "--data", tmp_path / "pairs", "--out", tmp_path / "run")
+    assert result.exit_code == 1 and "--data: reading image/WAV pairs needs Pillow" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
