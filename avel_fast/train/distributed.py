@@ -183,6 +183,7 @@ def distributed_context(device: str) -> Iterator[DistributedContext]:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=_timeout())
     yield DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
     if owner:  # not after an error: a peer that died could keep the teardown waiting
+        dist.barrier()  # rank 0 may still be writing the run directory: tear the group down together
         dist.destroy_process_group()
 
 
