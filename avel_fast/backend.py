@@ -1,4 +1,7 @@
-"""The one place that decides which implementation a fast op runs (docs/fast-path.md#backends).
+"""The one place that decides which implementation a fast op runs, and the one vocabulary of backends
+(docs/fast-path.md#backends).
+
+`BACKENDS`, the implementations of one fast op:
 
 * ``triton``: the fused Triton kernels of `avel_fast.kernels` (CUDA tensors; CPU tensors only under
   ``TRITON_INTERPRET=1``, which is how CI checks the kernels).
@@ -17,6 +20,11 @@ import os
 import torch
 
 BACKENDS = ("triton", "torch", "reference")
+MODEL_BACKENDS = ("fast", "reference")
+"""Which modules a model is built from (``avel-fast train --backend``): `avel_fast.models`, whose ops run the
+backend `select_backend` picks, or `avel_fast.reference`."""
+SAMPLER_BACKENDS = ("cpp", "python")
+"""Which implementation an augmentation sampler runs (`avel_fast.augment`): the native one or its Python twin."""
 ENV_VAR = "AVEL_FAST_BACKEND"
 
 

@@ -275,7 +275,7 @@ def _run_report(figure, run_dir: Path, out_dir: Path, up_link: str | None = None
     if report is not None:
         parts.append(f"<h2>Test metrics</h2><p>checkpoint of epoch <b>{report['epoch']}</b> (best validation "
                      f"accuracy {_number(report['val_accuracy'])}), scored on the test split</p>")
-        parts.append(_metrics_table(report_columns(report)))
+        parts.append(_metrics_table(report_columns(report, family_of(config.model).metric_variants(config))))
     else:
         parts.append(f"<p class=\"note\">no {TEST_METRICS_FILE}: the run has not finished.</p>")
     if records:

@@ -17,12 +17,10 @@ from pathlib import Path
 import torch
 
 import speedup_table
+from avel_fast.train import TrainProgress, build_model, family_of, predict
 from avel_fast.train.config import PRESET_VALUES, resolve_config
-from avel_fast.train.data import load_run_data
-from avel_fast.train.engine import (
-    EpochTrainer, build_model, build_optimizer, configure_precision, predict, seed_everything,
-)  # fmt: skip
-from avel_fast.train.progress import TrainProgress
+from avel_fast.train.loop import EpochTrainer, build_optimizer
+from avel_fast.train.runtime import configure_precision, seed_everything
 
 PRECISIONS = ("bf16", "tf32")
 PAPER_EPOCHS = PRESET_VALUES["paper"]["epochs"]
@@ -37,10 +35,10 @@ def time_epochs(preset: str, device: str, precision: str, epochs: int) -> dict:
     """Mean seconds of training and validation per epoch of `preset` (DPNet, fast) after one warm-up epoch."""
     config = resolve_config("dpnet", preset=preset, device=device, precision=precision, backend="fast")
     configure_precision(config)
-    data = load_run_data(config)
+    data = family_of("dpnet").load_data(config)
     seed_everything(config.seed)
     model = build_model(config)
-    trainer = EpochTrainer(model, build_optimizer(config, model), data, config, TrainProgress())
+    trainer = EpochTrainer(family_of("dpnet"), model, build_optimizer(config, model), data, config, TrainProgress())
     trainer.run(0)
     predict(model, data.val, config)
     train_seconds = val_seconds = 0.0

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from _device import CUDA, DEVICE, DIM, record, synchronize
 from avel_fast import models, nn as fast_nn, reference
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, VISUAL_SHAPE
-from avel_fast.train.config import TrainConfig, resolve_config
-from avel_fast.train.data import load_run_data
-from avel_fast.train.engine import EpochTrainer, build_model, build_optimizer, seed_everything
-from avel_fast.train.progress import TrainProgress
+from avel_fast.train import TrainProgress, build_model, family_of, resolve_config
+from avel_fast.train.families.edrnet import EDRNetOptions
+from avel_fast.train.loop import EpochTrainer, build_optimizer
+from avel_fast.train.runtime import seed_everything
 
 VISUAL_CHANNELS = None if CUDA else 64
 VIDEOS, SEGMENTS = 48, 10
@@ -59,7 +59,7 @@ def loss_of(name: str, model, lss, audio, visual, labels) -> torch.Tensor:
         logits = model(audio, visual, group_size=2)
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
     logits, features = model(audio, visual, return_features=True)
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten()) + TrainConfig.lss_weight * lss(features, labels)
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten()) + EDRNetOptions.lss_weight * lss(features, labels)
 
 
 @pytest.mark.parametrize("name", ["dpnet", "edrnet"])
@@ -102,7 +102,7 @@ def test_model_forward_backward(benchmark, impl, name):
 
 @pytest.fixture(scope="module")
 def quick_dpnet_data():
-    return load_run_data(resolve_config("dpnet", preset="quick", device=DEVICE))
+    return family_of("dpnet").load_data(resolve_config("dpnet", preset="quick", device=DEVICE))
 
 
 @pytest.mark.parametrize("impl", ["reference", "fast"])
@@ -110,7 +110,8 @@ def test_quick_dpnet_epoch(benchmark, impl, quick_dpnet_data):
     config = resolve_config("dpnet", preset="quick", device=DEVICE, backend=impl)
     seed_everything(config.seed)
     model = build_model(config)
-    trainer = EpochTrainer(model, build_optimizer(config, model), quick_dpnet_data, config, TrainProgress())
+    trainer = EpochTrainer(family_of("dpnet"), model, build_optimizer(config, model), quick_dpnet_data, config,
+                           TrainProgress())
 
     record(benchmark, "dpnet-quick-epoch", impl)
     loss, accuracy, _ = benchmark.pedantic(lambda: trainer.run(0), rounds=3, warmup_rounds=1)

@@ -5,7 +5,7 @@ from avel_fast.cli.audio import audio_app
 from avel_fast.cli.data import data_app
 from avel_fast.cli.env import env
 from avel_fast.cli.report import report_command
-from avel_fast.cli.train import eval_command, train_command
+from avel_fast.cli.train import eval_command, train_app
 
 app = typer.Typer(
     name="avel-fast",
@@ -13,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: rich's panels put a "<bool>" placeholder after every flag
 )
 
 
@@ -24,6 +25,6 @@ def main() -> None:
 app.command("env")(env)
 app.add_typer(data_app, name="data")
 app.add_typer(audio_app, name="audio")
-app.command("train")(train_command)
+app.add_typer(train_app, name="train")
 app.command("eval")(eval_command)
 app.command("report")(report_command)

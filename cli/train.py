@@ -1,6 +1,9 @@
-"""`avel-fast train MODEL` and `avel-fast eval RUN_DIR` (docs/cli.md)."""
+"""`avel-fast train NAME`, one command per model family built from the registry and its options, and
+`avel-fast eval RUN_DIR` (docs/cli.md#train, docs/cli.md#eval)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
 from pathlib import Path
 from typing import Optional
@@ -9,8 +12,40 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from avel_fast.constants import CLASS_NAMES
+from avel_fast.data import AVEFormatError
+from avel_fast.metrics import SCALAR_METRICS
+from avel_fast.train import (
+    FAMILIES,
+    PlainTrainProgress,
+    RichTrainProgress,
+    TrainConfig,
+    TrainingError,
+    evaluate_run,
+    family_of,
+    resolve_config,
+    resume_config,
+    resume_sweep_config,
+    train,
+    train_seeds,
+)
+from avel_fast.train.distributed import is_main_process
+from avel_fast.train.options import value_type
+from avel_fast.train.runner import interrupted_message
+from avel_fast.train.sweep import format_mean_std, metric_label, report_columns
+
+FILE_WIDTH = 400
+"""Columns of the output when it goes to a file or a pipe (a terminal has its own width)."""
+PATH_OPTIONS = ("data", "eval_labels")
+"""Options naming a file or directory: resolved to an absolute path before they are stored."""
+
+
+def output_console(quiet: bool = False) -> Console:
+    """The console of a command: the terminal's width, or `FILE_WIDTH` columns when not a terminal."""
+    console = Console(quiet=quiet)
+    return console if console.is_terminal else Console(quiet=quiet, width=FILE_WIDTH)
 
 
 def _value(value) -> str:
@@ -19,8 +54,6 @@ def _value(value) -> str:
 
 def scalar_table(title: str, columns: dict[str, dict]) -> Table:
     """One row per scalar metric (docs/metrics.md), one column per metrics dict."""
-    from avel_fast.metrics import SCALAR_METRICS
-
     table = Table(title=title)
     table.add_column("metric")
     for name in columns:
@@ -45,8 +78,6 @@ def per_class_table(metrics: dict, class_names) -> Table:
 
 def summary_table(summary: dict) -> Table:
     """One row per metric of a sweep summary: mean ± sample std over the seeds, then each seed's value."""
-    from avel_fast.train.sweep import format_mean_std, metric_label
-
     seeds = summary["seeds"]
     table = Table(title=f"test metrics over {len(seeds)} seeds (mean ± sample std; best epochs "
                         f"{', '.join(map(str, summary['best_epochs']))})")
@@ -64,127 +95,108 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(1)
 
 
-def train_command(
-    model: str = typer.Argument(..., help="The model family: dpnet, edrnet, ave (AVE baseline), psp or pretext."),
-    data: Optional[Path] = typer.Option(
-        None, "--data", help="AVE directory (docs/data.md), pretext: (image, WAV) pairs; default: synthetic data."
-    ),
-    setting: Optional[str] = typer.Option(None, "--setting", help="sel (supervised, default) or wsel (weakly)."),
-    preset: Optional[str] = typer.Option(
-        None, "--preset", help="paper | quick | smoke; default paper with a GPU, quick without."
-    ),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (--refine: of the last stage)."),
-    batch_size: Optional[int] = typer.Option(
-        None, "--batch-size", help="Videos (pretext: image/sound pairs) per mini-batch, over all processes."
-    ),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Base learning rate (the schedule multiplies it)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw | adam | sgd."),
-    cycle: Optional[int] = typer.Option(None, "--cycle", help="Epochs per cosine cycle (paper 20)."),
-    dim: Optional[int] = typer.Option(None, "--dim", help="Model width (paper 768)."),
-    visual_channels: Optional[int] = typer.Option(None, "--visual-channels", help="EDRNet 3x3 conv width."),
-    dropout: Optional[float] = typer.Option(
-        None, "--dropout", help="DPNet: RGCT dropout (default 0.2); PSP: its dropout (default 0.1)."
-    ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the run (init, order, augmentations)."),
-    data_seed: Optional[int] = typer.Option(
-        None, "--data-seed", help="Seed of the synthetic data (pretext: also of its train/val/test split)."
-    ),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N; default cuda when present."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | tf32 (CUDA) | bf16 (autocast)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="fast (avel_fast.models) | reference."),
-    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    cuda_graphs: Optional[bool] = typer.Option(
-        None, "--cuda-graphs/--no-cuda-graphs", help="CUDA only: compile and replay the steps as CUDA graphs."
-    ),
-    standardize: Optional[bool] = typer.Option(
-        None, "--standardize/--no-standardize",
-        help="Z-score features with training-set statistics (DPNet/EDRNet: off for paper, on for quick and smoke; "
-        "AVE/PSP: off).",
-    ),
-    replicate: Optional[bool] = typer.Option(None, "--replicate/--no-replicate", help="DPNet: one replica per video."),
-    link: Optional[bool] = typer.Option(None, "--link/--no-link", help="DPNet: link originals and replicas."),
-    lss: Optional[bool] = typer.Option(None, "--lss/--no-lss", help="EDRNet: Land-Shore-Sea loss."),
-    lss_weight: Optional[float] = typer.Option(None, "--lss-weight", help="EDRNet: λ₂ of the LSS loss."),
-    smb: Optional[bool] = typer.Option(None, "--smb/--no-smb", help="EDRNet: add SMB-fused videos."),
-    smb_per_class: Optional[int] = typer.Option(None, "--smb-per-class", help="EDRNet: fused videos per class."),
-    threshold: Optional[float] = typer.Option(
-        None, "--threshold", help="PSP affinity pruning threshold (default 0.099 sel, 0.095 wsel)."
-    ),
-    aux: Optional[bool] = typer.Option(
-        None, "--aux/--no-aux", help="AVE/PSP wsel: add the auxiliary objective L_A (step 1 of --refine a+lr)."
-    ),
-    refine: Optional[str] = typer.Option(
-        None, "--refine", help="AVE/PSP wsel: none | lr | a+lr | dummy | pl (label refinement, docs/weak.md)."
-    ),
-    window: Optional[int] = typer.Option(None, "--window", help="Label refinement: segments per window N (4)."),
-    stride: Optional[int] = typer.Option(None, "--stride", help="Label refinement: window stride s (2)."),
-    tau: Optional[float] = typer.Option(None, "--tau", help="Label refinement: window-label threshold τ (0.05)."),
-    step1_epochs: Optional[int] = typer.Option(
-        None, "--step1-epochs", help="Label refinement: epochs of step 1 (--epochs: the last stage)."
-    ),
-    features: Optional[str] = typer.Option(None, "--features", help="pretext: sound summary, textures | mfcc."),
-    targets: Optional[str] = typer.Option(None, "--targets", help="pretext: cluster (k-means) | bits (PCA signs)."),
-    k: Optional[int] = typer.Option(None, "--k", help="pretext: clusters or bits (15; smoke preset 6)."),
-    visual_net: Optional[str] = typer.Option(None, "--visual-net", help="pretext: alexnet | small (preset's)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory; default runs/<model>-<setting>-<time>."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run (or the sweep) in --out."),
-    seeds: Optional[int] = typer.Option(
-        None, "--seeds", min=1, help="Train seeds --seed .. --seed+N-1 into OUT/seed-<k>/, then OUT/summary.json."
-    ),
-    eval_labels: Optional[Path] = typer.Option(
-        None, "--eval-labels", help="Also score the test split against this label file (layout of labels.h5)."
-    ),
-) -> None:
-    """Train a model: the best epoch on validation, its test metrics in test_metrics.json (docs/training.md)."""
-    from avel_fast.data import AVEFormatError
-    from avel_fast.train import (
-        RichTrainProgress,
-        TrainingError,
-        resolve_config,
-        resume_config,
-        resume_sweep_config,
-        train,
-        train_seeds,
-    )
-    from avel_fast.train.distributed import is_main_process
-    from avel_fast.train.engine import interrupted_message
-    from avel_fast.train.sweep import report_columns
+class TrainGroup(TyperGroup):
+    """The commands of ``avel-fast train``; an unknown model is one ``error:`` line, like every bad request."""
 
-    console = Console(quiet=not is_main_process())  # under torchrun rank 0 alone prints
-    options = dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer, cycle=cycle,
-        dim=dim, visual_channels=visual_channels, dropout=dropout, seed=seed, data_seed=data_seed, device=device,
-        precision=precision, backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss,
-        lss_weight=lss_weight, smb=smb, smb_per_class=smb_per_class, compile=compile_model, cuda_graphs=cuda_graphs,
-        threshold=threshold, aux=aux, refine=refine, window=window, stride=stride, tau=tau, step1_epochs=step1_epochs,
-        features=features, targets=targets, k=k, visual_net=visual_net,
-        data=str(data.resolve()) if data is not None else None,
-        eval_labels=str(eval_labels.resolve()) if eval_labels is not None else None,
-    )  # fmt: skip
+    def resolve_command(self, ctx, args: list[str]):
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            _fail(TrainingError(f"unknown model {args[0]!r}: expected one of {', '.join(FAMILIES)}"))
+        return super().resolve_command(ctx, args)
+
+
+RUN_PARAMETERS = (
+    ("out", Path, typer.Option(None, "--out", help="Run directory; default runs/<model>-<setting>-<time>.")),
+    ("resume", bool, typer.Option(False, "--resume", help="Continue the run (or the sweep) in --out.")),
+    ("seeds", Optional[int], typer.Option(
+        None, "--seeds", help="Train seeds --seed .. --seed+N-1 into OUT/seed-<k>/, then OUT/summary.json."
+    )),
+)  # fmt: skip
+"""The options of every train command that are not options of the run."""
+
+
+def option_parameters(family) -> list[inspect.Parameter]:
+    """The command-line options of `family`'s runs: the shared ones, then its own (`avel_fast.train.options`)."""
+    parameters = []
+    for owner in (TrainConfig, family.options_class):
+        for spec in dataclasses.fields(owner):
+            if not spec.metadata.get("command"):
+                continue
+            kind = Path if spec.name in PATH_OPTIONS else value_type(owner, spec.name)
+            flag = spec.name.replace("_", "-")
+            declaration = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
+            default = typer.Option(None, declaration, help=spec.metadata["help"])
+            parameters.append(inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                                annotation=Optional[kind]))  # fmt: skip
+    return parameters
+
+
+def train_command(family):
+    """``avel-fast train NAME`` for `family`: its options and those of every run (`RUN_PARAMETERS`)."""
+    parameters = option_parameters(family) + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in RUN_PARAMETERS
+    ]
+
+    def command(**values) -> None:
+        run_training(family.name, **values)
+
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    command.__doc__ = (
+        f"Train {family.title}: the best epoch on validation, its test metrics in test_metrics.json "
+        "(docs/training.md)."
+    )
+    return command
+
+
+train_app = typer.Typer(
+    cls=TrainGroup, no_args_is_help=True,
+    help="Train a model family: one command per family, with the shared options and its own (docs/training.md).",
+)  # fmt: skip
+for _family in FAMILIES.values():
+    train_app.command(_family.name, short_help=f"Train {_family.title}.")(train_command(_family))
+
+
+def run_training(model: str, *, out: Path | None, resume: bool, seeds: int | None, **values) -> None:
+    """The body of ``avel-fast train MODEL`` (docs/cli.md#train)."""
+    main = is_main_process()  # under torchrun rank 0 alone prints
+    console = output_console(quiet=not main)
+    setting, preset = values.pop("setting"), values.pop("preset")
+    for name in PATH_OPTIONS:
+        if values.get(name) is not None:
+            values[name] = str(values[name].resolve())
     try:
+        if seeds is not None and seeds < 1:
+            raise TrainingError(f"--seeds must be at least 1, got {seeds}")
+        lines = []
         if resume:
             if out is None:
                 raise TrainingError("--resume needs --out RUN_DIR, the run to continue")
             stored = resume_config if seeds is None else resume_sweep_config
-            config = stored(out, model=model, setting=setting, preset=preset, **options)
+            config = stored(out, model, setting=setting, preset=preset, **values)
         else:
-            config = resolve_config(model, preset=preset, setting=setting or "sel", **options)
+            config = resolve_config(model, preset=preset, setting=setting or "sel", **values)
             if preset is None:
-                console.print(f"no --preset given: using [bold]{config.preset}[/bold]" + (
+                lines.append(f"no --preset given: using [bold]{config.preset}[/bold]" + (
                     " (no GPU found; --preset paper runs the paper recipe)" if config.preset == "quick" else ""
                 ))  # fmt: skip
             out = out or Path("runs") / f"{model}-{config.setting}-{time.strftime('%Y%m%d-%H%M%S')}"
         what = "" if seeds is None else f" seeds {config.seed}..{config.seed + seeds - 1}"
-        console.print(
+        lines.append(
             f"{'resuming' if resume else 'training'} {config.model}{what} ({config.setting}, preset {config.preset}, "
             f"{config.data or 'synthetic data'}) on {config.device} into {out}"
         )
+        header = ["\n".join(lines)]
+        reporter = RichTrainProgress if console.is_terminal else PlainTrainProgress
+
+        def progress():
+            return reporter(console, header.pop() if header else None)
+
         try:
             if seeds is not None:
-                summary = train_seeds(config, out, seeds, resume=resume, progress=lambda: RichTrainProgress(console))
+                summary = train_seeds(config, out, seeds, resume=resume, progress=progress)
             else:
-                report = train(config, out, resume=resume, progress=RichTrainProgress(console))
+                report = train(config, out, resume=resume, progress=progress())
         except KeyboardInterrupt:
             if seeds is not None:
                 raise TrainingError(
@@ -194,17 +206,17 @@ def train_command(
             raise TrainingError(interrupted_message(out, config)) from None
     except (TrainingError, AVEFormatError) as err:
         _fail(err)
-    if not is_main_process():
+    if not main:
         return
     if seeds is not None:
         console.print(summary_table(summary))
-        console.print(f"sweep directory: {out} (summary.json)")
+        console.print(f"sweep directory: {out} (summary.json)", soft_wrap=True)
         return
     title = f"best validation epoch {report['epoch']} (val acc {report['val_accuracy']:.4f})"
-    console.print(scalar_table(title, report_columns(report)))
+    console.print(scalar_table(title, report_columns(report, family_of(model).metric_variants(config))))
     for section, values in report.get("summaries", {}).items():
         console.print(f"{section}: " + ", ".join(f"{name} {_value(value)}" for name, value in values.items()))
-    console.print(f"run directory: {out}")
+    console.print(f"run directory: {out}", soft_wrap=True)
 
 
 def eval_command(
@@ -219,16 +231,13 @@ def eval_command(
 ) -> None:
     """Score the run's best-on-validation checkpoint on a split: every metric of docs/metrics.md; writes the
     split's scores and classes to RUN_DIR/<split>_predictions.h5."""
-    from avel_fast.data import AVEFormatError
-    from avel_fast.train import TrainingError, evaluate_run
-
     try:
         config, metrics = evaluate_run(
             run_dir, split=split, use_b2ilc=b2ilc, device=device, protocol=protocol, labels=labels
         )
     except (TrainingError, AVEFormatError) as err:
         _fail(err)
-    console = Console()
+    console = output_console()
     console.print(
         f"{config.model} {config.setting}, checkpoint of epoch {metrics['epoch']}, {split} split, protocol "
         f"{protocol}{' + B2ILC' if b2ilc else ''}, labels {metrics['labels']}", soft_wrap=True

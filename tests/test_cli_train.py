@@ -1,4 +1,5 @@
 """`avel-fast train` / `avel-fast eval` end to end on the smoke preset, and their refusals of bad input."""
+import io
 import json
 import os
 import shutil
@@ -12,10 +13,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from avel_fast.cli.main import app
 from avel_fast.data import write_synthetic_ave
+from avel_fast.train import PlainTrainProgress
 
 RUN_FILES = {"config.json", "metrics.jsonl", "best.pt", "last.pt", "test_metrics.json", "test_predictions.h5"}
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -103,12 +106,10 @@ def _corrupt_audio(directory):
     [
         (("train", "vggnet", "--preset", "smoke"), "unknown model 'vggnet'"),
         (("train", "ave", "--preset", "smoke", "--refine", "lr"), "--refine lr refines weak labels"),
-        (("train", "ave", "--preset", "smoke", "--cycle", "3"), "--cycle is not used by ave"),
         (("train", "dpnet", "--preset", "tiny"), "unknown preset 'tiny'"),
         (("train", "dpnet", "--preset", "smoke", "--setting", "strong"), "unknown setting 'strong'"),
         (("train", "dpnet", "--preset", "smoke", "--precision", "fp8"), "unknown precision 'fp8'"),
         (("train", "dpnet", "--preset", "smoke", "--link"), "--link needs --replicate"),
-        (("train", "dpnet", "--preset", "smoke", "--smb"), "is not an option of dpnet"),
         (("train", "edrnet", "--preset", "smoke", "--setting", "wsel", "--smb"), "--smb needs segment labels"),
         (("train", "dpnet", "--preset", "smoke", "--data", "{tmp}/absent"), "no such directory"),
         (("train", "dpnet", "--preset", "smoke", "--resume"), "--resume needs --out"),
@@ -122,6 +123,12 @@ def _corrupt_audio(directory):
             for value in values
         ),
         (("train", "edrnet", "--preset", "smoke", "--lss-weight", "nan"), "--lss-weight must be a finite number"),
+        (("train", "ave", "--preset", "smoke", "--setting", "wsel", "--refine", "lr", "--tau", "2"),
+         "--tau must be a finite number >= 0.0 and <= 1.0, got 2.0"),
+        (("train", "psp", "--preset", "smoke", "--threshold", "5"), "--threshold must be a finite number >= 0.0 and"),
+        (("train", "dpnet", "--preset", "smoke", "--lr", "1e39"), "--lr 1e+39 overflows float32"),
+        (("train", "edrnet", "--preset", "smoke", "--lss-weight", "1e300"), "--lss-weight 1e+300 overflows float32"),
+        (("train", "dpnet", "--preset", "smoke", "--seeds", "0"), "--seeds must be at least 1, got 0"),
         (("train", "edrnet", "--preset", "smoke", "--lss-weight", "-1"), "--lss-weight must be a finite number"),
         (("train", "edrnet", "--preset", "smoke", "--visual-channels", "0"), "--visual-channels must be a finite"),
         (("train", "edrnet", "--preset", "smoke", "--smb", "--smb-per-class", "-2"), "--smb-per-class must be a"),
@@ -133,6 +140,44 @@ def test_bad_train_requests_exit_non_zero_and_write_nothing(tmp_path, args, mess
         args = (*(arg.format(tmp=tmp_path) for arg in args), "--out", out)
     assert_clean_failure(invoke(*args), message)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "flag"),
+    [("ave", "--cycle"), ("dpnet", "--smb"), ("dpnet", "--tau"), ("edrnet", "--visual-net"), ("pretext", "--dim")],
+)
+def test_an_option_of_another_family_is_not_an_option_of_the_command(tmp_path, model, flag):
+    result = invoke("train", model, "--preset", "smoke", flag, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and f"No such option: {flag}" in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "own", "foreign"),
+    [
+        ("dpnet", ("--replicate / --no-replicate", "--link / --no-link", "--dropout", "--cycle"),
+         ("--tau", "--smb", "--visual-net", "--lss", "--refine", "--threshold", "--k ")),
+        ("edrnet", ("--lss / --no-lss", "--lss-weight", "--smb-per-class", "--visual-channels"),
+         ("--replicate", "--tau", "--dropout", "--features")),
+        ("ave", ("--refine", "--tau", "--step1-epochs", "--aux / --no-aux"), ("--dim", "--cycle", "--threshold")),
+        ("psp", ("--threshold", "--dropout", "--refine"), ("--dim", "--smb", "--replicate")),
+        ("pretext", ("--features", "--targets", "--k", "--visual-net"),
+         ("--dim", "--standardize", "--backend", "--tau")),
+    ],
+)  # fmt: skip
+def test_each_family_has_its_command_with_the_shared_options_and_its_own(model, own, foreign):
+    result = invoke("train", model, "--help")
+    assert result.exit_code == 0, result.output
+    for option in ("--preset", "--epochs", "--lr", "--seed", "--device", "--out", "--resume", "--seeds", *own):
+        assert option in result.output, option
+    for option in foreign:
+        assert option not in result.output, option
+
+
+@pytest.mark.parametrize("args", [("train",), ("train", "dpnet"), ("eval",), ("env",), ("data", "synth"), ("report",)])
+def test_help_shows_no_placeholder_after_a_flag(args):
+    result = invoke(*args, "--help")
+    assert result.exit_code == 0 and "--help" in result.output and "<bool>" not in result.output, result.output
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--epochs", "inf"), ("--batch-size", "nan"), ("--lr", "fast")])
@@ -149,6 +194,7 @@ def test_invalid_ave_directory_is_reported_with_the_loader_message(tmp_path):
     result = invoke("train", "dpnet", "--preset", "smoke", "--data", data, "--out", tmp_path / "run")
     assert result.exit_code == 1
     assert "audio_feature.h5" in result.output and "avadataset" in result.output
+    assert "training dpnet" not in result.output  # no header for a run refused while its data loads
     assert not (tmp_path / "run").exists()
 
 
@@ -301,6 +347,53 @@ def test_ctrl_c_leaves_a_resumable_run_and_says_how_to_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").open()] == list(range(1, epochs + 1))
     assert (out / "test_metrics.json").is_file()
+
+
+def test_resume_names_the_stored_run_and_its_file_not_an_option(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    result = invoke("train", "edrnet", "--resume", "--out", run)
+    resume = f"resume it with avel-fast train dpnet --resume --out {run}"
+    assert_clean_failure(result, f"{run}/config.json holds a dpnet run, not edrnet: {resume}")
+    assert "--model" not in result.output
+    stored = json.loads((run / "config.json").read_text())
+    stored["config"]["options"]["lss"] = True  # a config.json that does not fit its model
+    (run / "config.json").write_text(json.dumps(stored))
+    for result in (invoke("train", "dpnet", "--resume", "--out", run), invoke("eval", run)):
+        refused = f"{run / 'config.json'}: the stored config is refused: lss: not an option of dpnet"
+        assert_clean_failure(result, refused)
+        assert "--lss" not in result.output
+
+
+def test_output_to_a_file_is_not_wrapped_and_has_a_line_per_epoch(tmp_path):
+    out = tmp_path / ("a-directory-with-a-long-name-" * 3) / "run"
+    log = tmp_path / "train.log"
+    environment = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}
+    with open(log, "w") as stream:
+        subprocess.run(
+            [*CLI, "train", "dpnet", "--preset", "smoke", "--epochs", "1", "--out", str(out)], stdout=stream,
+            stderr=subprocess.STDOUT, env={**environment, "OMP_NUM_THREADS": "1"}, check=True, timeout=300,
+        )  # fmt: skip
+    lines = log.read_text().splitlines()
+    assert f"run directory: {out}" in lines, lines
+    assert any(line.startswith("training dpnet (sel, preset smoke") and line.endswith(f"into {out}") for line in lines)
+    assert any(line.startswith("epoch   1 loss") for line in lines), lines
+
+
+def test_plain_progress_prints_the_header_first_and_a_line_per_interval():
+    console = Console(file=io.StringIO(), width=400)
+    progress = PlainTrainProgress(console, header="training x", interval=0.0)
+    progress.stage("step 1 of y")
+    assert console.file.getvalue() == ""  # nothing before the loop starts (its data loaded and checked)
+    progress.start(20, 0)
+    progress.step(0, 2, 1.5, 0.25, steps=10)
+    lines = console.file.getvalue().splitlines()
+    assert lines[:2] == ["training x", "step 1 of y"]
+    assert lines[2].startswith("epoch 1/2 step 10/20 loss 1.5000 acc 25.00% | 0:00:00 spent, ETA")
+    slow = PlainTrainProgress(Console(file=io.StringIO()), interval=3600.0)
+    slow.start(20, 0)
+    slow.step(0, 2, 1.5, 0.25, steps=10)
+    assert slow.console.file.getvalue() == ""
 
 
 def test_resume_without_checkpoint_and_eval_of_a_non_run_fail_cleanly(tmp_path):

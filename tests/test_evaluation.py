@@ -95,8 +95,8 @@ def test_saved_scores_are_the_raw_scores_of_the_best_checkpoint(runs, name):
     config, best = read_config(run_dir), load_checkpoint(run_dir / "best.pt")
     model = build_model(config).eval()
     model.load_state_dict(best["model"])
-    split = load_split(config, "test", FeatureStats.from_dict(best["feature_stats"]))
     family = family_of(config.model)
+    split = load_split(config, "test", FeatureStats.from_dict(best["feature_stats"]), family.pooled_visual)
     with torch.no_grad():  # batches cast the float16 maps of EDRNet's resident data
         scores = torch.cat([family.scores(model, b.audio, b.visual) for b in split.rows.batches(50, shuffle=False)])
     saved = read_predictions(run_dir / "test_predictions.h5")

@@ -20,6 +20,9 @@ from avel_fast.train.sweep import (
 from avel_fast.train import TrainingError
 from avel_fast.train.run_dir import write_json
 
+VARIANTS = {"metrics": "", "b2ilc": "b2ilc/", "metrics_broadcast": "broadcast/"}
+"""The metric variants of an EDRNet run in WSEL (`ModelFamily.metric_variants`)."""
+
 
 def metrics(rng):
     return {name: float(rng.uniform(0.3, 0.9)) for name in SCALAR_METRICS} | {"num_segments": 40}
@@ -52,7 +55,7 @@ def test_summary_is_mean_and_sample_std_of_every_metric(tmp_path):
     seeds = sweep_seeds(4, 3)
     assert seeds == [4, 5, 6]
     dirs = write_runs(tmp_path, seeds, b2ilc=True, label_set=True)
-    summary = summarize(dirs, seeds)
+    summary = summarize(dirs, seeds, VARIANTS)
     assert summary["seeds"] == [4, 5, 6] and summary["best_epochs"] == [7, 8, 9]
     prefixes = ("", "b2ilc/", "right_labels/", "right_labels/b2ilc/")
     expected_names = {f"{prefix}{name}" for prefix in prefixes for name in SCALAR_METRICS}
@@ -70,7 +73,7 @@ def test_summary_is_mean_and_sample_std_of_every_metric(tmp_path):
 
 def test_summary_file_round_trip_and_one_seed(tmp_path):
     dirs = write_runs(tmp_path, [0], b2ilc=False, broadcast=True)
-    summary = summarize(dirs, [0])
+    summary = summarize(dirs, [0], VARIANTS)
     assert set(summary["metrics"]) == set(SCALAR_METRICS) | {f"broadcast/{name}" for name in SCALAR_METRICS}
     assert math.isnan(summary["metrics"]["accuracy"]["std"])
     path = write_summary(tmp_path, summary)
@@ -87,7 +90,7 @@ def test_an_undefined_value_makes_the_summary_undefined(tmp_path):
     report = json.loads((dirs[1] / "test_metrics.json").read_text())
     report["metrics"]["ave_precision"] = None  # nan in the run: no event prediction
     write_json(dirs[1] / "test_metrics.json", report)
-    summary = summarize(dirs, [0, 1])
+    summary = summarize(dirs, [0, 1], VARIANTS)
     entry = summary["metrics"]["ave_precision"]
     assert math.isnan(entry["mean"]) and math.isnan(entry["std"]) and math.isnan(entry["values"][1])
     assert not math.isnan(summary["metrics"]["accuracy"]["std"])
@@ -96,18 +99,18 @@ def test_an_undefined_value_makes_the_summary_undefined(tmp_path):
 def test_refusals(tmp_path):
     dirs = write_runs(tmp_path / "a", [0]) + write_runs(tmp_path / "b", [1], b2ilc=False)
     with pytest.raises(TrainingError, match="seed-1: its test metrics differ from .*seed-0's.*b2ilc/accuracy"):
-        summarize(dirs, [0, 1])
+        summarize(dirs, [0, 1], VARIANTS)
     with pytest.raises(ValueError, match="2 run directories for 1 seeds"):
-        summarize(dirs, [0])
+        summarize(dirs, [0], VARIANTS)
     (tmp_path / "c").mkdir()
     with pytest.raises(TrainingError, match="c: no test_metrics.json"):
-        summarize([tmp_path / "c"], [0])
-    with pytest.raises(ValueError, match="--seeds 0"):
+        summarize([tmp_path / "c"], [0], VARIANTS)
+    with pytest.raises(TrainingError, match="^--seeds must be at least 1, got 0$"):
         sweep_seeds(0, 0)
 
 
 def test_scalar_test_metrics_names():
-    values = scalar_test_metrics(fake_report(0, b2ilc=True, broadcast=True))
+    values = scalar_test_metrics(fake_report(0, b2ilc=True, broadcast=True), VARIANTS)
     assert list(values)[:2] == ["accuracy", "weighted_f1"] and "broadcast/ave_f1" in values and len(values) == 24
 
 

@@ -37,10 +37,10 @@ def test_train_and_eval_with_texture_audio(tmp_path, texture_ave, model):
     out = tmp_path / "run"
     result = invoke("train", model, "--preset", "smoke", "--data", texture_ave, "--out", out)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["config"]["audio_dim"] == TEXTURE_WIDTH
+    assert json.loads((out / "config.json").read_text())["config"]["options"]["audio_dim"] == TEXTURE_WIDTH
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["feature_stats"]["audio_mean"].shape == (TEXTURE_WIDTH,)
-    assert best["config"]["audio_dim"] == TEXTURE_WIDTH
+    assert best["config"]["options"]["audio_dim"] == TEXTURE_WIDTH
     report = json.loads((out / "test_metrics.json").read_text())
     evaluated = invoke("eval", out)
     assert evaluated.exit_code == 0, evaluated.output
@@ -72,7 +72,7 @@ def test_a_run_of_the_default_width_records_it_and_refuses_other_data(tmp_path, 
     result = invoke("train", "dpnet", "--preset", "smoke", "--epochs", "1", "--no-standardize", "--out", out)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert config["config"]["audio_dim"] == 128
+    assert config["config"]["options"]["audio_dim"] == 128
     config["config"]["data"] = str(texture_ave)
     (out / "config.json").write_text(json.dumps(config))
     result = invoke("eval", out)

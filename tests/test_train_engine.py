@@ -1,11 +1,12 @@
-"""The training engine: resume equals an uninterrupted run, determinism, fast vs reference backends."""
+"""The training loop: resume equals an uninterrupted run, determinism, fast vs reference backends."""
 import json
 
 import pytest
 import torch
 
 from avel_fast.train import TrainingError, evaluate_run, resolve_config, resume_config, train
-from avel_fast.train.data import load_run_data, load_source
+from avel_fast.train import family_of
+from avel_fast.train.data import load_source
 from avel_fast.train.run_dir import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,12 +98,12 @@ def test_refuses_to_train_into_a_non_empty_directory(tmp_path):
 
 def test_raw_features_reach_the_model_unchanged_and_the_checkpoints_keep_no_statistics(tmp_path):
     config = _smoke("dpnet", epochs=1, standardize=False)
-    data, source = load_run_data(config), load_source(config)
+    data, source = family_of("dpnet").load_data(config), load_source(config, pooled=True)
     assert data.stats is None
     for split in ("train", "val", "test"):
         rows, raw = getattr(data, split), source.subset(split)
         assert torch.equal(rows.audio, raw.audio) and torch.equal(rows.visual, raw.visual)
-    standardized = load_run_data(_smoke("dpnet", epochs=1))
+    standardized = family_of("dpnet").load_data(_smoke("dpnet", epochs=1))
     assert standardized.stats is not None and not torch.equal(standardized.val.audio, data.val.audio)
 
     report = train(config, tmp_path)

@@ -46,7 +46,7 @@ def test_smoke_run_writes_the_run_directory_and_the_probe(tmp_path):
     assert result.exit_code == 0, result.output
     assert {path.name for path in out.iterdir()} == RUN_FILES
     config = json.loads((out / "config.json").read_text())["config"]
-    chosen = (config["model"], config["features"], config["targets"], config["k"])
+    chosen = (config["model"], config["options"]["features"], config["options"]["targets"], config["options"]["k"])
     assert chosen == ("pretext", "textures", "cluster", 6)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in records] == [1, 2] and set(records[0]["val"]) == {"accuracy"}
@@ -112,25 +112,30 @@ def test_train_on_a_directory_of_pairs(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("dpnet", "--k", "5"), "--k is an option of pretext"),
-        (("edrnet", "--features", "mfcc"), "--features is an option of pretext"),
-        (("pretext", "--replicate"), "--replicate (DPNet's Replicate) is not an option of pretext"),
-        (("pretext", "--lss"), "--lss (EDRNet's Land-Shore-Sea loss) is not an option of pretext"),
-        (("pretext", "--eval-labels", "labels.h5"), "--eval-labels is not used by pretext"),
-        (("pretext", "--visual-channels", "8"), "--visual-channels is an option of edrnet"),
-        (("pretext", "--dim", "64"), "--dim is not used by pretext"),
-        (("pretext", "--no-standardize"), "--standardize is not used by pretext"),
-        (("pretext", "--backend", "reference"), "--backend is not used by pretext"),
         (("pretext", "--setting", "wsel"), "--setting wsel is not an option of pretext"),
-        (("pretext", "--features", "wav"), "--features 'wav': expected one of textures, mfcc"),
-        (("pretext", "--targets", "vq"), "--targets 'vq': expected one of cluster, bits"),
-        (("pretext", "--visual-net", "resnet"), "--visual-net 'resnet': expected one of alexnet, small"),
+        (("pretext", "--features", "wav"), "unknown features 'wav': expected one of textures, mfcc"),
+        (("pretext", "--targets", "vq"), "unknown targets 'vq': expected one of cluster, bits"),
+        (("pretext", "--visual-net", "resnet"), "unknown visual-net 'resnet': expected one of alexnet, small"),
         (("pretext", "--k", "0"), "--k must be a finite number >= 1"),
     ],
 )
 def test_refused_options(tmp_path, args, message):
     result = invoke("train", *args, "--preset", "smoke", "--out", tmp_path / "run")
     assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dpnet", "--k", "5"), ("edrnet", "--features", "mfcc"), ("pretext", "--replicate"), ("pretext", "--lss"),
+        ("pretext", "--eval-labels", "labels.h5"), ("pretext", "--visual-channels", "8"), ("pretext", "--dim", "64"),
+        ("pretext", "--no-standardize"), ("pretext", "--backend", "reference"),
+    ],
+)
+def test_options_of_other_families_are_not_options_of_the_command(tmp_path, args):
+    result = invoke("train", *args, "--preset", "smoke", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and f"No such option: {args[1]}" in result.output, result.output
     assert not (tmp_path / "run").exists()
 
 

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 import avel_fast.train.seeds as seeds_module
 from avel_fast.cli.main import app
 from avel_fast.metrics import SCALAR_METRICS
-from avel_fast.train import FAMILIES, TrainingError, resolve_config, train_seeds
+from avel_fast.train import FAMILIES, TrainingError, family_of, resolve_config, train_seeds
+from avel_fast.train.run_dir import read_config
 from avel_fast.train.sweep import read_summary, scalar_test_metrics, seed_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -31,7 +32,12 @@ def sweep(tmp_path_factory):
 
 
 def per_seed_values(out, seeds):
-    return [scalar_test_metrics(json.loads((seed_dir(out, seed) / "test_metrics.json").read_text())) for seed in seeds]
+    values = []
+    for seed in seeds:
+        config = read_config(seed_dir(out, seed))
+        report = json.loads((seed_dir(out, seed) / "test_metrics.json").read_text())
+        values.append(scalar_test_metrics(report, family_of(config.model).metric_variants(config)))
+    return values
 
 
 def test_summary_is_the_mean_and_sample_std_of_the_seeds_test_metrics(sweep):
@@ -110,7 +116,7 @@ def test_resume_of_a_sweep_keeps_its_config(sweep, tmp_path):
     result = invoke("train", "dpnet", "--resume", "--seeds", 2, "--out", cut, "--lr", 0.5)
     assert result.exit_code == 1 and "--lr 0.5 differs" in result.output
     stored = json.loads((seed_dir(cut, 1) / "config.json").read_text())
-    stored["config"]["dim"] += 1
+    stored["config"]["options"]["dim"] += 1
     (seed_dir(cut, 1) / "config.json").write_text(json.dumps(stored))
     (seed_dir(cut, 1) / "test_metrics.json").unlink()
     result = invoke("train", "dpnet", "--resume", "--seeds", 2, "--out", cut)
@@ -125,7 +131,8 @@ def test_refusals(sweep, tmp_path):
     result = invoke("train", "dpnet", "--resume", "--seeds", 2, "--out", tmp_path)
     assert result.exit_code == 1 and "holds no seed-<k>/ run to continue" in result.output
     result = invoke("train", "dpnet", "--preset", "smoke", "--seeds", 0, "--out", tmp_path / "none")
-    assert result.exit_code == 2 and not (tmp_path / "none").exists()
+    assert result.exit_code == 1 and "--seeds must be at least 1, got 0" in result.output
+    assert not (tmp_path / "none").exists()
     with pytest.raises(TrainingError, match="no such sweep directory"):
         train_seeds(resolve_config("dpnet", preset="smoke", device="cpu"), tmp_path / "absent", 2, resume=True)
 
@@ -141,7 +148,7 @@ def test_every_family_and_setting_sweeps(tmp_path, model, setting):
     summary = read_summary(out)
     assert summary["seeds"] == [5, 6] and summary["best_epochs"] == [1, 1]
     variants = [""]
-    variants += [f"{name}/" for name in FAMILIES[model].postprocessings(resolve_config(model, preset="smoke"))]
+    variants += [f"{name}/" for name in FAMILIES[model].postprocessings]
     variants += ["broadcast/"] if setting == "wsel" else []
     reported = json.loads((out / "seed-5" / "test_metrics.json").read_text())["metrics"]
     names = [name for name in SCALAR_METRICS if name in reported]  # the pretext network reports its accuracy

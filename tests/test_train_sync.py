@@ -14,8 +14,8 @@ from avel_fast import nn as fast_nn
 from avel_fast.data.dataset import video_labels_from_segments
 from avel_fast.reference import mil_loss
 from avel_fast.train import TrainingError, resolve_config, train
-from avel_fast.train.distributed import DistributedContext
-from avel_fast.train.engine import EpochTrainer, trained_module
+from avel_fast.train.config import validate
+from avel_fast.train.loop import EpochTrainer
 from avel_fast.train.families.dpnet import ReplicaObjective
 from avel_fast.train.run_dir import read_metrics
 
@@ -109,12 +109,12 @@ def test_cuda_training_steps_do_not_synchronize(tmp_path, monkeypatch, model, op
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_cuda_graphs_are_refused_without_cuda_and_under_torchrun():
+def test_cuda_graphs_are_refused_without_cuda_and_under_torchrun(monkeypatch):
     with pytest.raises(TrainingError, match="--cuda-graphs needs a CUDA device"):
         resolve_config("dpnet", preset="smoke", device="cpu", cuda_graphs=True)
-    config = dataclasses.replace(resolve_config("dpnet", preset="smoke", device="cpu"), cuda_graphs=True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(TrainingError, match="--cuda-graphs runs on a single process"):
-        trained_module(torch.nn.Linear(1, 1), config, DistributedContext(rank=0, world_size=2))
+        validate(dataclasses.replace(resolve_config("dpnet", preset="smoke", device="cpu"), cuda_graphs=True))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-BACKENDS = ("cpp", "python")
+from avel_fast.backend import SAMPLER_BACKENDS
 
 
 def check_backend(backend: str) -> str:
     """`backend` if it is ``"cpp"`` (the native sampler) or ``"python"`` (the pure-Python twin)."""
-    if backend not in BACKENDS:
+    if backend not in SAMPLER_BACKENDS:
         raise ValueError(f"backend must be 'cpp' or 'python', got {backend!r}")
     return backend
 

@@ -1,109 +1,99 @@
-"""Training configuration: presets `paper` / `quick` / `smoke`, explicit overrides, validation
-(docs/training.md#presets).
+"""The configuration of a training run: the options every family shares, the family's own options, the presets
+`paper` / `quick` / `smoke` (docs/training.md#options, docs/training.md#presets).
 
-Resolution order: the shared preset values, the model family's values for the preset, then every explicit
-override. The result is checked as a whole, so a bad combination is refused before anything is loaded or written.
-
-Switches and valued options belong to the families that declare them (`ModelFamily.switches`, ``.options``):
-``replicate``/``link`` to DPNet (Replicate and Link, DPNet §3.4), ``lss``/``smb`` to EDRNet (Land-Shore-Sea loss
-and SMB video fusion, EDRNet §3), ``refine``, ``window``, ``stride``, ``tau``, ``step1_epochs`` to the AVE
-baseline and PSP (temporal label refinement, docs/weak.md#label-refinement). Asking for one with another model is
-an error, and so is an explicit shared option the family ignores (`ModelFamily.ignored_options`); switches that
-need segment labels of the training videos (``supervised_switches``) are refused with ``setting="wsel"``, and the
-presets turn them off there.
+Resolution order: the shared preset values, the family's values for the preset (`FamilyOptions.preset_values`),
+then every explicit override; the result is checked as a whole (`validate`: the shared options here, the family's
+in its `FamilyOptions.validate`), so a bad request is refused before anything is loaded or written.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
 
 from avel_fast.data.files import SETTINGS
+from avel_fast.train.distributed import launched_by_torchrun
 from avel_fast.train.errors import TrainingError
-from avel_fast.train.families import FAMILIES, family_of
+from avel_fast.train.options import FamilyOptions, check_fields, flag, option, option_names
+from avel_fast.train.registry import FAMILIES, family_of
 
 PRESETS = ("paper", "quick", "smoke")
 PRECISIONS = ("fp32", "tf32", "bf16")
-BACKENDS = ("fast", "reference")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-REFINEMENTS = ("none", "lr", "a+lr", "dummy", "pl")
-"""``--refine``: plain training, or the label-refinement pipeline of docs/weak.md#recipes."""
+SEED_LIMIT = 2**64
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a training run; stored as ``config.json`` in the run directory."""
+    """Everything that decides a training run; stored as ``config.json`` in the run directory. `options` holds the
+    family's own (`FamilyOptions`); `flat` and `replace` address both kinds by name."""
 
-    model: str
-    setting: str = "sel"
-    preset: str = "quick"
-    epochs: int = 40
-    batch_size: int = 48
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    optimizer: str = "adamw"
-    cycle: int = 20
-    dim: int = 768
-    visual_channels: int | None = None  # EDRNet's 3x3 visual conv width (None = 512, the paper)
-    dropout: float = 0.2  # DPNet's RGCT dropout, PSP's dropout
-    threshold: float | None = None  # PSP's affinity pruning threshold (None = 0.099 in SEL, 0.095 in WSEL)
-    standardize: bool = True  # per-dimension z-scores from the training set (avel_fast.train.data); paper: off
-    replicate: bool = False
-    link: bool = False
-    lss: bool = False
-    lss_weight: float = 0.1  # λ₂ of EDRNet's SEL objective λ₁·CE + λ₂·LSS, λ₁ = 1
-    smb: bool = False
-    smb_per_class: int = 250
-    aux: bool = False  # AVE baseline / PSP in WSEL: + the auxiliary objective L_A (Step 1 of refine a+lr)
-    refine: str = "none"  # AVE baseline / PSP in WSEL: the label-refinement pipeline (REFINEMENTS)
-    window: int = 4  # N, segments per window of label refinement
-    stride: int = 2  # s, stride of the windows
-    tau: float = 0.05  # τ, detection threshold of the window labels
-    step1_epochs: int = 200  # epochs of the pipeline's first stage; `epochs` is the stage in the run directory
-    seed: int = 0
-    data: str | None = None  # an AVE directory; None = the synthetic set
-    eval_labels: str | None = None  # a second label file scoring the test split (docs/metrics.md#label-sets)
-    data_seed: int = 0
-    synthetic_videos: int = 4143
-    synthetic_background_videos: int = 178
-    audio_dim: int | None = None  # width of the audio features, read from the data when training (None = 128)
-    features: str = "textures"  # pretext: sound summary, textures | mfcc (docs/audio.md#pretext)
-    targets: str = "cluster"  # pretext: k-means clusters or PCA sign bits of the summaries
-    k: int = 15  # pretext: clusters or bits
-    visual_net: str = "small"  # pretext: the image network, alexnet | small
-    scene_examples: int = 2400  # pretext: paired synthetic examples (train / val / test 60 / 20 / 20 %)
-    device: str = "cpu"
-    precision: str = "fp32"
-    backend: str = "fast"
-    compile: bool = False  # torch.compile the model for the training steps
-    cuda_graphs: bool = False  # and replay them as CUDA graphs (torch.compile's "reduce-overhead" mode)
+    model: str = option(None, "The model family.", command=False)
+    setting: str = option("sel", "sel (supervised, default) or wsel (weakly).", choices=SETTINGS)
+    preset: str = option(
+        "quick", "paper | quick | smoke; default paper with a GPU, quick without.", choices=PRESETS
+    )
+    epochs: int = option(40, "Training epochs.", low=1)
+    batch_size: int = option(48, "Examples per mini-batch, over all processes.", low=1)
+    lr: float = option(1e-3, "Base learning rate (the schedule multiplies it).", low=0.0, above=True)
+    weight_decay: float = option(1e-2, "Weight decay.", low=0.0)
+    optimizer: str = option("adamw", "adamw | adam | sgd (Nesterov momentum 0.9).", choices=OPTIMIZERS)
+    seed: int = option(0, "Seed of the run (initialisation, batch order, augmentations).", low=0, high=SEED_LIMIT)
+    data: str | None = option(None, "The data directory (docs/data.md); default: synthetic data.")
+    data_seed: int = option(0, "Seed of the synthetic data.", low=0, high=SEED_LIMIT)
+    synthetic_videos: int = option(4143, "Videos of the synthetic AVE.", low=1, command=False)
+    synthetic_background_videos: int = option(178, "Its background-only videos.", low=0, command=False)
+    device: str = option("cpu", "cpu, cuda, cuda:N; default cuda when present.")
+    precision: str = option("fp32", "fp32 | tf32 (CUDA) | bf16 (autocast).", choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the model.")
+    cuda_graphs: bool = option(False, "CUDA only: compile and replay the steps as CUDA graphs.")
+    options: FamilyOptions = option(None, "The family's options.", command=False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def flat(self) -> dict:
+        """Every option by name, the family's beside the shared ones."""
+        shared = {name: value for name, value in vars(self).items() if name != "options"}
+        return {**shared, **vars(self.options)}
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with `changes`, shared or the family's options by name (`dataclasses.replace` of both)."""
+        own = {name: changes.pop(name) for name in list(changes) if name in option_names(self.options)}
+        return dataclasses.replace(self, **changes, options=dataclasses.replace(self.options, **own))
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        """The config of a ``config.json``, also the flat one of a run written before per-family options (its
+        other families' options, which had no effect, left out); checked as a whole."""
+        values = dict(values)
+        family = family_of(values.get("model"))
+        options = values.pop("options", None)
+        if options is None:
+            options = {name: values.pop(name) for name in list(values) if name in option_names(family.options_class)}
+            legacy = {name for other in FAMILIES.values() for name in option_names(other.options_class)}
+            values = {name: value for name, value in values.items() if name in SHARED or name not in legacy}
+        unknown = sorted(set(values) - set(SHARED))
         if unknown:
-            raise TrainingError(f"config: unknown field(s) {', '.join(unknown)}")
-        return validate(cls(**values))
+            raise TrainingError(f"unknown field(s) {', '.join(unknown)}")
+        unknown = sorted(set(options) - option_names(family.options_class))
+        if unknown:
+            raise TrainingError(f"{', '.join(unknown)}: not an option of {family.name}")
+        return validate(cls(**values, options=family.options_class(**options)))
 
 
-# Shared preset values; each family adds its own (`ModelFamily.preset_values`: base learning rates and the
-# EDRNet optimizer were chosen on the synthetic validation split with the quick sizes, README "Training").
-# The paper preset feeds raw features, as both papers and their public code do; quick and smoke standardise
-# them, which makes the small CPU runs converge in a few epochs (docs/training.md#presets).
+SHARED = tuple(spec.name for spec in dataclasses.fields(TrainConfig) if spec.name != "options")
+"""The shared options by name."""
+
+
 PRESET_VALUES: dict[str, dict] = {
-    "paper": dict(epochs=400, cycle=20, batch_size=48, dim=768, standardize=False),
-    "quick": dict(epochs=30, cycle=10, batch_size=32, dim=128, standardize=True),
-    "smoke": dict(
-        epochs=2, cycle=1, batch_size=16, dim=32, standardize=True, synthetic_videos=120,
-        synthetic_background_videos=12, smb_per_class=4,
-    ),
+    "paper": dict(epochs=400, batch_size=48),
+    "quick": dict(epochs=30, batch_size=32),
+    "smoke": dict(epochs=2, batch_size=16, synthetic_videos=120, synthetic_background_videos=12),
 }
+"""Shared preset values; each family adds its own (`FamilyOptions.preset_values`: base learning rates and the
+EDRNet optimizer were chosen on the synthetic validation split with the quick sizes, README "Training")."""
 
 
 def default_device() -> str:
@@ -115,123 +105,51 @@ def default_preset() -> str:
     return "paper" if torch.cuda.is_available() else "quick"
 
 
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise TrainingError(f"unknown {name} {value!r}: expected one of {', '.join(choices)}")
-
-
 def resolve_config(model: str, *, preset: str | None = None, setting: str = "sel", **overrides) -> TrainConfig:
-    """The preset's values for `model` and `setting`, then `overrides` (None values are ignored)."""
+    """The preset's values for `model` and `setting`, then `overrides` by option name (None values are ignored);
+    an option the family does not have is refused."""
     family = family_of(model)
     preset = preset or default_preset()
-    _check_choice("preset", preset, PRESETS)
-    _check_choice("setting", setting, SETTINGS)
-    values = {"device": default_device(), **PRESET_VALUES[preset], **family.preset_values(preset, setting)}
-    if setting == "wsel":
-        values.update(dict.fromkeys(family.supervised_switches, False))
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
-    if unknown:
-        raise TrainingError(f"unknown option(s) {', '.join(unknown)}")
+    partial = TrainConfig(model=model, setting=setting, preset=preset)
+    check_fields(partial)
+    own = option_names(family.options_class)
     explicit = {name: value for name, value in overrides.items() if value is not None}
-    values.update(explicit)
-    dependent = family.dependent_preset_values(preset, values)
-    values.update({name: value for name, value in dependent.items() if name not in explicit})
-    config = validate(TrainConfig(model=model, setting=setting, preset=preset, **values))
     for name in explicit:
-        if name in family.ignored_options:
-            raise TrainingError(
-                f"--{name.replace('_', '-')} is not used by {model} ({family.ignored_options[name]}): "
-                "it would be ignored here"
-            )
-        owners = [other for other in FAMILIES.values() if name in other.options]
-        if owners and family not in owners:
-            names = " and ".join(owner.name for owner in owners)
-            raise TrainingError(
-                f"--{name.replace('_', '-')} is an option of {names} ({owners[0].options[name]}): "
-                "it would be ignored here"
-            )
-    for name, needs, unused in _DEPENDENT_OPTIONS:
-        if name in explicit and unused(config):
-            raise TrainingError(f"--{name.replace('_', '-')} {needs}: it would be ignored here")
-    return config
+        if name not in own and name not in SHARED:
+            owners = [other.name for other in FAMILIES.values() if name in option_names(other.options_class)]
+            where = f" (an option of {' and '.join(owners)})" if owners else ""
+            raise TrainingError(f"{flag(name)} is not an option of {model}{where}")
+    options = family.options_class
+    values = {"device": default_device(), **PRESET_VALUES[preset], **options.preset_values(preset, setting)}
+    if setting == "wsel":
+        values.update(dict.fromkeys(options.supervised, False))
+    values.update(explicit)
+    dependent = options.dependent_values(preset, values)
+    values.update({name: value for name, value in dependent.items() if name not in explicit})
+    config = TrainConfig(model=model, setting=setting, preset=preset, options=options()).replace(**values)
+    return validate(config, frozenset(explicit))
 
 
-_DEPENDENT_OPTIONS = (
-    ("lss_weight", "needs --lss", lambda c: not c.lss),
-    ("smb_per_class", "needs --smb", lambda c: not c.smb),
-    ("data_seed", "seeds the synthetic data, not --data", lambda c: c.data is not None),
-    ("window", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.refine in ("none", "pl") and not c.aux),
-    ("stride", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.refine in ("none", "pl") and not c.aux),
-    ("tau", "needs --refine lr or a+lr", lambda c: c.refine not in ("lr", "a+lr")),
-    ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.refine in ("none", "dummy")),
-)
-"""Explicit options that only act with another one: (name, what it needs, when it would be ignored)."""
-
-
-_NUMBER_RANGES: dict[str, tuple[float, float, bool]] = {
-    **dict.fromkeys(
-        (
-            "epochs", "batch_size", "cycle", "dim", "visual_channels", "smb_per_class", "synthetic_videos", "window",
-            "stride", "step1_epochs", "k", "scene_examples", "audio_dim",
-        ),
-        (1, math.inf, True),
-    ),
-    "synthetic_background_videos": (0, math.inf, True),
-    "seed": (0, 2**64, True),
-    "data_seed": (0, 2**64, True),
-    "lr": (0.0, math.inf, False),
-    "weight_decay": (0.0, math.inf, True),
-    "lss_weight": (0.0, math.inf, True),
-    "dropout": (0.0, 1.0, True),
-    "tau": (0.0, math.inf, True),
-    "threshold": (0.0, math.inf, True),
-}
-"""Every numeric option: (low, high, whether low is allowed); the value must be finite and below high."""
-DATA_FIXED_OPTIONS = ("audio_dim",)
-"""Options the training data fixes (`ModelFamily.data_values`): None in a new config, recorded in ``config.json``."""
-_OPTIONAL_NUMBERS = ("visual_channels", "audio_dim", "threshold")
-"""Numeric options that may also be None: the paper's width, the width read from the data, PSP's default."""
-
-
-def _check_number(name: str, value, low: float, high: float, low_allowed: bool) -> None:
-    above = low <= value if low_allowed else low < value
-    if not (math.isfinite(value) and above and value < high):
-        lower = f"{'>=' if low_allowed else '>'} {low}"
-        wanted = lower if high == math.inf else f"{lower} and < {high}"
-        raise TrainingError(f"--{name.replace('_', '-')} must be a finite number {wanted}, got {value}")
-
-
-def validate(config: TrainConfig) -> TrainConfig:
-    """Raise `TrainingError` naming the option at fault; return `config` unchanged when it can run."""
-    for name, choices in (
-        ("model", tuple(FAMILIES)), ("setting", SETTINGS), ("preset", PRESETS), ("precision", PRECISIONS),
-        ("backend", BACKENDS), ("optimizer", OPTIMIZERS), ("refine", REFINEMENTS),
-    ):
-        _check_choice(name, getattr(config, name), choices)
-    for name, limits in _NUMBER_RANGES.items():
-        value = getattr(config, name)
-        if not (value is None and name in _OPTIONAL_NUMBERS):
-            _check_number(name, value, *limits)
+def validate(config: TrainConfig, explicit: frozenset[str] = frozenset()) -> TrainConfig:
+    """Raise `TrainingError` naming the option at fault; return `config` unchanged when it can run. The shared
+    options are checked here, the family's by its `FamilyOptions.validate` (`explicit`: the options the user gave)."""
     family = family_of(config.model)
-    for other in FAMILIES.values():
-        for switch, what in other.switches.items():
-            if getattr(config, switch) and switch not in family.switches:
-                raise TrainingError(f"--{switch} ({what}) is not an option of {config.model}")
-    for switch in family.supervised_switches:
-        if getattr(config, switch) and config.setting == "wsel":
-            raise TrainingError(f"--{switch} needs segment labels: use it with --setting sel, not wsel")
+    check_fields(config)
     if config.setting not in family.settings:
         raise TrainingError(
             f"--setting {config.setting} is not an option of {config.model} (it trains in {', '.join(family.settings)})"
         )
-    family.validate(config)
     try:
         device = torch.device(config.device)
     except RuntimeError:
         raise TrainingError(f"--device {config.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"--device {config.device}: CUDA is not available on this machine")
+    if config.cuda_graphs and launched_by_torchrun():
+        raise TrainingError("--cuda-graphs runs on a single process: leave it out under torchrun")
     if config.cuda_graphs and device.type != "cuda":
         raise TrainingError(f"--cuda-graphs needs a CUDA device (got --device {config.device}): it replays GPU work")
+    if "data_seed" in explicit and config.data is not None:
+        raise TrainingError("--data-seed seeds the synthetic data, not --data: it would be ignored here")
+    config.options.validate(config, explicit)
     return config
-

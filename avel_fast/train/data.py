@@ -1,13 +1,11 @@
-"""The data of a training run: splits resident on the device, the training set as the setting wants it.
+"""The AVE data of a training run: splits resident on the device, the training set as the family wants it.
 
 * Source: `load_ave(config.data)` for real files, else `synthetic_ave(config.data_seed, ...)` in memory.
   A model that starts with global average pooling (DPNet) gets pooled visual features ``[V, T, 512]`` in
   float32; the others (EDRNet convolves the 7x7 maps) keep the maps in float16 storage, cast to float32 per
   batch (docs/data.md#resident).
-* SEL trains on the train split; WSEL on the train split plus the background-only videos
-  (docs/training.md#settings).
-* EDRNet ``smb``: `smb_fusion` on the training labels once per run (seed derived from the run seed), the
-  fused videos gathered from the training features and appended to the training set (docs/augmentations.md#smb).
+* The training set: the train split as the family's data hook makes it (`ModelFamily.training_set`: in WSEL
+  with the background-only videos, docs/training.md#settings; EDRNet adds its SMB videos).
 * ``standardize``: every audio dimension and visual channel is shifted and scaled by the mean and standard
   deviation it has over the training set (all videos, segments and 7x7 positions), and validation and test
   by the same statistics, which the checkpoints keep (`FeatureStats`). The quick and smoke presets do this:
@@ -22,16 +20,11 @@ from pathlib import Path
 
 import torch
 
-from avel_fast._rng import derive_seed
-from avel_fast.augment import gather_segments, smb_fusion
+from collections.abc import Callable
+
 from avel_fast.data import AVEData, ResidentDataset, load_ave, synthetic_ave
-from avel_fast.data.dataset import video_labels_from_segments
-from avel_fast.train.config import TrainConfig, TrainingError
-from avel_fast.train.families import family_of
-
-SMB_STREAM = 1
-"""Stream of the run seed that seeds SMB fusion (`derive_seed(seed, SMB_STREAM)`)."""
-
+from avel_fast.train.config import TrainConfig
+from avel_fast.train.errors import TrainingError
 
 STATS_CHUNK_VIDEOS = 256
 MIN_STD = 1e-6
@@ -100,7 +93,9 @@ class RunData:
     num_videos: int  # videos of the dataset (rows of its label files), the background-only ones left out
     stats: FeatureStats | None  # the standardization, None when the run uses raw features
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
-    """Per-training-row targets a stage of a pipeline adds (e.g. window labels), indexed by ``Batch.index``."""
+    """Per-training-row targets a stage of a recipe adds (e.g. window labels), indexed by ``Batch.index``."""
+    label_sets: dict[str, tuple] = field(default_factory=dict)
+    """Other label sets the test split is scored against: name -> (file, labels [N, T] of the test rows)."""
 
 
 @dataclass
@@ -113,10 +108,9 @@ class EvalSplit:
     num_videos: int  # videos of the dataset (rows of its label files)
 
 
-def load_source(config: TrainConfig) -> AVEData:
-    """The whole dataset of `config`: the AVE directory or the synthetic set, pooled when the family's model
+def load_source(config: TrainConfig, pooled: bool) -> AVEData:
+    """The whole dataset of `config`: the AVE directory or the synthetic set, `pooled` when the family's model
     starts with global average pooling (`ModelFamily.pooled_visual`)."""
-    pooled = family_of(config.model).pooled_visual
     visual_dtype = torch.float32 if pooled else torch.float16
     if config.data is not None:
         if not Path(config.data).is_dir():
@@ -128,28 +122,6 @@ def load_source(config: TrainConfig) -> AVEData:
     )
 
 
-def with_smb_videos(train: AVEData, per_class: int, seed: int) -> AVEData:
-    """`train` followed by `per_class` SMB-fused videos per event class built from its own segments."""
-    fused = smb_fusion(train.labels.numpy(), per_class, seed=derive_seed(seed, SMB_STREAM))
-    labels = torch.from_numpy(fused.labels)
-    return AVEData(
-        audio=torch.cat([train.audio, gather_segments(train.audio, fused.video_idx, fused.segment_idx)]),
-        visual=torch.cat([train.visual, gather_segments(train.visual, fused.video_idx, fused.segment_idx)]),
-        labels=torch.cat([train.labels, labels]),
-        video_labels=torch.cat([train.video_labels, video_labels_from_segments(labels)]),
-        class_names=train.class_names,
-    )
-
-
-def training_set(train: AVEData, config: TrainConfig) -> AVEData:
-    """The train split as the setting trains on it (module docstring)."""
-    if config.setting == "wsel":
-        return train.with_background()
-    if config.smb:
-        return with_smb_videos(train, config.smb_per_class, config.seed)
-    return train
-
-
 def split_data(data: AVEData, split: str, source: str) -> AVEData:
     """The rows of `split` (a copy); `TrainingError` when the dataset has no such split or it is empty."""
     if split not in data.splits or len(data.splits[split]) == 0:
@@ -157,16 +129,21 @@ def split_data(data: AVEData, split: str, source: str) -> AVEData:
     return data.subset(split)
 
 
-def load_run_data(config: TrainConfig, extras: dict[str, torch.Tensor] | None = None) -> RunData:
-    """The training set of `config` and the validation and test splits, resident on its device, with the
-    per-training-row `extras` moved there."""
-    data = load_source(config)
+def load_run_data(
+    config: TrainConfig,
+    pooled: bool,
+    training_set: Callable[[AVEData, TrainConfig], AVEData],
+    extras: dict[str, torch.Tensor] | None = None,
+) -> RunData:
+    """The training set of `config` (`training_set` of its train split) and the validation and test splits,
+    resident on its device, with the per-training-row `extras` moved there."""
+    data = load_source(config, pooled)
     source = config.data or "synthetic"
     train = training_set(split_data(data, "train", source), config)
     val, test = split_data(data, "val", source), split_data(data, "test", source)
     test_index, num_videos = data.splits["test"], len(data)
     del data
-    stats = feature_stats(train) if config.standardize else None
+    stats = feature_stats(train) if config.options.standardize else None
     if stats is not None:
         train, val, test = (standardized(part, stats) for part in (train, val, test))
     return RunData(
@@ -181,9 +158,9 @@ def load_run_data(config: TrainConfig, extras: dict[str, torch.Tensor] | None = 
     )
 
 
-def load_split(config: TrainConfig, split: str, stats: FeatureStats | None) -> EvalSplit:
+def load_split(config: TrainConfig, split: str, stats: FeatureStats | None, pooled: bool) -> EvalSplit:
     """One split of the run's dataset, standardized with the run's `stats`, resident on the device."""
-    data = load_source(config)
+    data = load_source(config, pooled)
     rows = split_data(data, split, config.data or "synthetic")
     video_index, num_videos = data.splits[split], len(data)
     del data

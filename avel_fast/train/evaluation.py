@@ -1,10 +1,11 @@
 """What an evaluation scores: the classes of each protocol and post-processing, against the run's own labels
 and against other label sets (docs/metrics.md#protocols, docs/metrics.md#label-sets).
 
-A report holds one metrics dict per variant: ``metrics`` (the argmax protocol), one per post-processing of the
-family on the argmax classes (``b2ilc`` for EDRNet) and, for weakly supervised runs, ``metrics_broadcast`` (the
-broadcast protocol, with the family's video-level pooling). A label set is a file in the layout of ``labels.h5``
-(e.g. PSP's corrected ``right_labels.h5``) named by its stem; its variants sit under ``label_sets[name]``.
+A report holds one metrics dict per variant (`ModelFamily.metric_variants`): ``metrics`` (the argmax protocol),
+one per post-processing of the family on the argmax classes (``b2ilc`` for EDRNet) and, for weakly supervised
+runs, ``metrics_broadcast`` (the broadcast protocol, with the family's video-level pooling). A label set is a
+file in the layout of ``labels.h5`` (e.g. PSP's corrected ``right_labels.h5``) named by its stem; its variants sit
+under ``label_sets[name]``.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import torch
 from avel_fast.data.files import load_segment_labels
 from avel_fast.metrics import segment_metrics
 from avel_fast.predictions import PROTOCOL_METRICS, PROTOCOLS, protocol_predictions
-from avel_fast.train.config import TrainConfig, TrainingError
-from avel_fast.train.families import family_of
-from avel_fast.train.sweep import METRIC_VARIANTS
+from avel_fast.train.config import TrainConfig
+from avel_fast.train.errors import TrainingError
+from avel_fast.train.registry import FAMILIES, family_of
 
 
 def run_protocols(config: TrainConfig) -> tuple[str, ...]:
@@ -47,15 +48,17 @@ def variant_metrics(scores: torch.Tensor, labels, config: TrainConfig) -> dict:
         classes = protocol_classes(scores, protocol, config)
         variants[PROTOCOL_METRICS[protocol]] = segment_metrics(classes, labels)
         if protocol == "argmax":
-            for name, postprocess in family_of(config.model).postprocessings(config).items():
+            for name, postprocess in family_of(config.model).postprocessings.items():
                 variants[name] = segment_metrics(postprocess(classes), labels)
     return variants
 
 
 def label_set_name(path: str | Path) -> str:
-    """The name of a label set in reports and summaries: the file's stem (``right_labels``)."""
+    """The name of a label set in reports and summaries: the file's stem (``right_labels``), which may not be the
+    name of a metric variant of any family (a protocol or a post-processing, `ModelFamily.metric_variants`)."""
     name = Path(path).stem
-    if f"{name}/" in METRIC_VARIANTS.values():
+    reserved = {*PROTOCOLS, *(variant for family in FAMILIES.values() for variant in family.postprocessings)}
+    if name in reserved:
         raise TrainingError(f"{path}: a label set may not be named {name!r}, the name of a metrics variant")
     return name
 
@@ -63,5 +66,4 @@ def label_set_name(path: str | Path) -> str:
 def split_label_set(path: str | Path, video_index: torch.Tensor, num_videos: int) -> np.ndarray:
     """Segment labels int64 ``[N, T]`` of a split's videos (`video_index`) from a label file of every one of the
     dataset's `num_videos` videos (`load_segment_labels`: `AVEFormatError` for a bad file)."""
-    label_set_name(path)
     return load_segment_labels(path, num_videos)[video_index.cpu().numpy()]

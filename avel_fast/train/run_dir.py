@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avel_fast import __version__
 from avel_fast.atomic import atomic_write
-from avel_fast.train.config import TrainConfig, TrainingError
+from avel_fast.train.config import TrainConfig
+from avel_fast.train.errors import TrainingError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.pt"
 LAST_FILE = "last.pt"
 TEST_METRICS_FILE = "test_metrics.json"
-STEP1_DIR = "step1"
-"""The first stage of a label-refinement pipeline, inside its run directory (`avel_fast.train.refine`)."""
 
 
 def json_safe(value):
@@ -90,6 +90,7 @@ def load_model_state(model: torch.nn.Module, checkpoint: dict, path: Path, confi
     reshaped = [name for name in expected if name in stored and stored[name].shape != expected[name].shape]
     if missing or unexpected or reshaped:
         origin = checkpoint["config"] if isinstance(checkpoint["config"], dict) else {}
+        origin = {**origin, **(origin.get("options") or {})}
         counts = ", ".join(
             f"{len(names)} {what}" for names, what in
             ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if names
@@ -100,7 +101,7 @@ def load_model_state(model: torch.nn.Module, checkpoint: dict, path: Path, confi
         )
         raise TrainingError(
             f"{path}: weights of {origin.get('model', '?')} with dim {origin.get('dim', '?')} do not fit this "
-            f"run's {config.model} with dim {config.dim} (tensors: {counts}; {example})"
+            f"run's {config.model} with dim {config.flat().get('dim', '?')} (tensors: {counts}; {example})"
         )
     model.load_state_dict(stored)
 
@@ -126,8 +127,6 @@ def machine(config: TrainConfig) -> dict:
 
 
 def versions() -> dict:
-    from avel_fast import __version__
-
     return {
         "avel_fast": __version__, "torch": torch.__version__, "numpy": np.__version__,
         "python": platform.python_version(),
@@ -147,15 +146,13 @@ def read_config(run_dir: Path, device: str | None = None) -> TrainConfig:
         raise TrainingError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
     try:
         values = json.loads(path.read_text())["config"]
-        return TrainConfig.from_dict({**values, "device": device or values["device"]})
+        values = {**values, "device": device or values["device"]}
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise TrainingError(f"{path}: not a config written by avel-fast train ({err})") from None
-
-
-def resumable(run_dir: Path) -> bool:
-    """Whether `run_dir` holds something ``--resume`` continues: a ``last.pt``, or the first stage of a
-    label-refinement pipeline (``step1/``)."""
-    return (run_dir / LAST_FILE).is_file() or (run_dir / STEP1_DIR).is_dir()
+    try:
+        return TrainConfig.from_dict(values)
+    except (TrainingError, TypeError) as err:
+        raise TrainingError(f"{path}: the stored config is refused: {err}") from None
 
 
 def check_new_run_dir(run_dir: Path) -> None:

@@ -8,16 +8,20 @@ config must be the sweep's own but for the seed.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from avel_fast.train.config import DATA_FIXED_OPTIONS, TrainConfig, TrainingError
+from avel_fast.train.config import TrainConfig
 from avel_fast.train.distributed import is_main_process
-from avel_fast.train.engine import resume_config, train
+from avel_fast.train.errors import TrainingError
 from avel_fast.train.progress import TrainProgress
-from avel_fast.train.run_dir import CONFIG_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config, resumable
+from avel_fast.train.registry import family_of
+from avel_fast.train.run_dir import CONFIG_FILE, TEST_METRICS_FILE, check_new_run_dir, read_config
+from avel_fast.train.runner import resume_config, train
 from avel_fast.train.sweep import seed_dir, summarize, sweep_seeds, write_summary
+
+DATA_FIXED_OPTIONS = ("audio_dim",)
+"""Options the training data fixes (`ModelFamily.data_values`): None in a new config, recorded in ``config.json``."""
 
 
 def first_seed_dir(sweep_dir: str | Path) -> Path:
@@ -31,19 +35,21 @@ def first_seed_dir(sweep_dir: str | Path) -> Path:
     return seed_dir(sweep_dir, seeds[0])
 
 
-def resume_sweep_config(sweep_dir: str | Path, **requested) -> TrainConfig:
-    """The config of an interrupted sweep (that of its first seed); `requested` as in `resume_config`."""
-    return resume_config(first_seed_dir(sweep_dir), **requested)
+def resume_sweep_config(sweep_dir: str | Path, model: str | None = None, **requested) -> TrainConfig:
+    """The config of an interrupted sweep (that of its first seed); `model` and `requested` as in
+    `resume_config`."""
+    return resume_config(first_seed_dir(sweep_dir), model, **requested)
 
 
 def _check_seed_config(run_dir: Path, config: TrainConfig) -> None:
     """`TrainingError` unless the seed's stored config is `config`, up to the values the data fixes
     (`DATA_FIXED_OPTIONS`) where either side leaves them to the data."""
-    stored = read_config(run_dir, device=config.device)
-    unset = [name for name in DATA_FIXED_OPTIONS if None in (getattr(stored, name), getattr(config, name))]
-    stored, config = (dataclasses.replace(side, **dict.fromkeys(unset)) for side in (stored, config))
-    if stored != config:
-        differ = [name for name in config.to_dict() if getattr(stored, name) != getattr(config, name)]
+    stored, wanted = read_config(run_dir, device=config.device).flat(), config.flat()
+    for name in DATA_FIXED_OPTIONS:
+        if None in (stored.get(name), wanted.get(name)):
+            stored[name] = wanted[name] = None
+    if stored != wanted:
+        differ = [name for name in wanted if stored.get(name) != wanted[name]]
         raise TrainingError(f"{run_dir}: its config differs from the sweep's ({', '.join(differ)}); not resumed")
 
 
@@ -57,25 +63,25 @@ def train_seeds(
 ) -> dict | None:
     """Train the seeds of the module docstring and return the summary written to ``summary.json`` (None on the
     other ranks under torchrun). `progress` makes the progress reporter of each seed's run."""
-    sweep_dir = Path(sweep_dir)
+    sweep_dir, family = Path(sweep_dir), family_of(config.model)
     seeds = sweep_seeds(config.seed, num_seeds)
     if not resume:
         check_new_run_dir(sweep_dir)
     elif not sweep_dir.is_dir():
         raise TrainingError(f"--resume: {sweep_dir}: no such sweep directory")
     for position, seed in enumerate(seeds, 1):
-        run_dir, seed_config = seed_dir(sweep_dir, seed), dataclasses.replace(config, seed=seed)
+        run_dir, seed_config = seed_dir(sweep_dir, seed), config.replace(seed=seed)
         reporter = progress()
         if (run_dir / CONFIG_FILE).is_file():
             _check_seed_config(run_dir, seed_config)
         if (run_dir / TEST_METRICS_FILE).is_file():
             reporter.note(f"seed {seed} ({position}/{len(seeds)}): finished, kept")
             continue
-        resumed = resumable(run_dir)
+        resumed = family.resumable(run_dir)
         reporter.note(f"seed {seed} ({position}/{len(seeds)}): {'resuming' if resumed else 'training'} {run_dir}")
         train(seed_config, run_dir, resume=resumed, progress=reporter)
     if not is_main_process():  # under torchrun rank 0 alone writes the run directories and the summary
         return None
-    summary = summarize([seed_dir(sweep_dir, seed) for seed in seeds], seeds)
+    summary = summarize([seed_dir(sweep_dir, seed) for seed in seeds], seeds, family.metric_variants(config))
     write_summary(sweep_dir, summary)
     return summary

@@ -6,7 +6,8 @@ per seed, ``seed-<k>/``, and ``summary.json``::
 
     {"seeds": [...], "best_epochs": [...], "metrics": {name: {"mean": m, "std": s, "values": [...]}}}
 
-with one entry per scalar test metric of the runs (`scalar_test_metrics`). ``std`` is the sample standard
+with one entry per scalar test metric of the runs (`scalar_test_metrics`, over the family's metric variants,
+`ModelFamily.metric_variants`). ``std`` is the sample standard
 deviation (ddof = 1): undefined for one seed, so ``nan`` in Python and ``null`` in the file. A metric that is
 ``nan`` in one run (e.g. a precision with no prediction of its kind) makes its mean and std ``nan``: nothing is
 left out silently.
@@ -21,12 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from avel_fast.metrics import SCALAR_METRICS
-from avel_fast.train.config import TrainingError
+from avel_fast.train.errors import TrainingError
 from avel_fast.train.run_dir import TEST_METRICS_FILE, write_json
 
 SUMMARY_FILE = "summary.json"
-METRIC_VARIANTS = {"metrics": "", "b2ilc": "b2ilc/", "metrics_broadcast": "broadcast/"}
-"""Keys of ``test_metrics.json`` that hold a metrics dict, and the prefix of their names in a summary."""
 LABEL_SETS_KEY = "label_sets"
 """Key of ``test_metrics.json`` holding the scores against other label sets, ``{name: {variant key: metrics}}``;
 their names in a summary are prefixed ``<name>/`` (``right_labels/accuracy``, ``right_labels/b2ilc/accuracy``)."""
@@ -40,7 +39,7 @@ def seed_dir(sweep_dir: str | Path, seed: int) -> Path:
 def sweep_seeds(seed: int, num_seeds: int) -> list[int]:
     """The seeds ``seed .. seed + num_seeds - 1`` of ``--seeds num_seeds``."""
     if num_seeds < 1:
-        raise ValueError(f"--seeds {num_seeds}: expected at least 1")
+        raise TrainingError(f"--seeds must be at least 1, got {num_seeds}")
     return list(range(seed, seed + num_seeds))
 
 
@@ -48,14 +47,15 @@ def _value(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def scalar_test_metrics(report: dict) -> dict[str, float]:
+def scalar_test_metrics(report: dict, variants: dict[str, str]) -> dict[str, float]:
     """Every scalar metric of a ``test_metrics.json`` report by summary name: ``accuracy`` (the plain
     protocol), ``b2ilc/accuracy``, ``broadcast/accuracy``, ``<label set>/accuracy``, ... (JSON nulls as nan;
-    a family with other metrics, e.g. the pretext network's target accuracy, has only those it reports)."""
+    a family with other metrics, e.g. the pretext network's target accuracy, has only those it reports).
+    `variants`: the report keys holding a metrics dict and their prefix in a summary (`ModelFamily.metric_variants`)."""
     values = {}
     sources = [("", report), *((f"{name}/", scores) for name, scores in report.get(LABEL_SETS_KEY, {}).items())]
     for prefix, scores in sources:
-        for key, variant in METRIC_VARIANTS.items():
+        for key, variant in variants.items():
             if key in scores:
                 metrics = scores[key]
                 values.update({
@@ -64,11 +64,11 @@ def scalar_test_metrics(report: dict) -> dict[str, float]:
     return values
 
 
-def report_columns(report: dict) -> dict[str, dict[str, float]]:
+def report_columns(report: dict, variants: dict[str, str]) -> dict[str, dict[str, float]]:
     """The scalar metrics of a ``test_metrics.json`` report by table column: ``test``, ``test b2ilc``, ``test
     broadcast``, ``test right_labels``, ``test right_labels/b2ilc``... (the summary names without the metric)."""
     columns: dict[str, dict[str, float]] = {}
-    for name, value in scalar_test_metrics(report).items():
+    for name, value in scalar_test_metrics(report, variants).items():
         prefix, _, metric = name.rpartition("/")
         columns.setdefault(f"test {prefix}" if prefix else "test", {})[metric] = value
     return columns
@@ -99,12 +99,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
-def summarize(run_dirs: Sequence[str | Path], seeds: Sequence[int]) -> dict:
-    """The summary (module docstring) of the finished runs `run_dirs` of `seeds`, in that order."""
+def summarize(run_dirs: Sequence[str | Path], seeds: Sequence[int], variants: dict[str, str]) -> dict:
+    """The summary (module docstring) of the finished runs `run_dirs` of `seeds`, in that order (`variants` as in
+    `scalar_test_metrics`)."""
     if len(run_dirs) != len(seeds) or not run_dirs:
         raise ValueError(f"{len(run_dirs)} run directories for {len(seeds)} seeds: expected one per seed, at least 1")
     reports = [read_test_report(run_dir) for run_dir in run_dirs]
-    per_run = [scalar_test_metrics(report) for report in reports]
+    per_run = [scalar_test_metrics(report, variants) for report in reports]
     for run_dir, values in zip(run_dirs, per_run):
         if values.keys() != per_run[0].keys():
             differ = sorted(values.keys() ^ per_run[0].keys())

@@ -1,5 +1,7 @@
-"""The AVE baseline as a family of the engine (docs/weak.md#ave-baseline, docs/weak.md#recipes)."""
+"""The AVE baseline as a family of the loop (docs/weak.md#ave-baseline, docs/weak.md#recipes)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 
@@ -7,8 +9,17 @@ from avel_fast import models, reference
 from avel_fast.constants import NUM_CLASSES
 from avel_fast.reference.ave import max_mil_prob, soft_margin_on_probs
 from avel_fast.reference.label_refinement import WeakBase
-from avel_fast.train.families.base import audio_dim, register
-from avel_fast.train.families.weak import WeakFamily
+from avel_fast.train.families.base import audio_dim
+from avel_fast.train.families.weak import WeakFamily, WeakOptions
+from avel_fast.train.registry import register
+
+
+@dataclass(frozen=True)
+class AVEOptions(WeakOptions):
+    """The AVE baseline's options: those of label refinement."""
+
+    paper_epochs = {"sel": 300, "wsel": 250}
+    quick_epochs = 4
 
 
 @register
@@ -18,8 +29,7 @@ class AVEFamily(WeakFamily):
 
     name = "ave"
     title = "AVE baseline"
-    paper_epochs = {"sel": 300, "wsel": 250}
-    quick_epochs = 4
+    options_class = AVEOptions
 
     def build_model(self, config, fast: bool):
         return (models if fast else reference).AVEBaseline(audio_dim=audio_dim(config))

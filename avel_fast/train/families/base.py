@@ -1,12 +1,12 @@
-"""What the engine needs to know about a model: the `ModelFamily` interface and the registry of families.
+"""What the training loop needs to know about a model: the `ModelFamily` interface (docs/training.md#families).
 
-A family builds its model (reference or fast backend), names the options it owns and its preset values, gives
-the training objective of a batch, the raw segment scores of a forward pass, its video-level pooling (for the
-broadcast protocol) and the post-processings reported beside the plain test metrics. The defaults fit the AVE
-models; a family with other data (the sound pretext network) also replaces how its data is loaded, how a split
-is scored, its test report and what it writes after it. The engine
-(`avel_fast.train.engine`) holds no model-specific branch: it looks the family up in `FAMILIES` by
-``config.model`` (docs/training.md#families).
+A family names its options (a `FamilyOptions` dataclass: fields, per-preset values, ranges, one `validate`), builds
+its model (reference or fast backend), gives the training objective of a batch, the raw segment scores of a
+forward pass, its video-level pooling (for the broadcast protocol) and the post-processings reported beside the
+plain test metrics, and runs its recipe (`run`: one call of the loop by default). The defaults fit the models of
+the AVE segment features (`SegmentOptions`); a family with other data (the sound pretext network) also replaces
+how its data is loaded, how a split is scored, its test report and what it writes after it. The loop
+(`avel_fast.train.loop`) holds no model-specific branch: it is given the family.
 
 An objective sees one rank's share of each global batch (`TrainBatch`; the whole batch in a single process). It
 calls the model it was given (under torchrun the `DistributedDataParallel` wrapper, with ``--compile`` the
@@ -16,51 +16,56 @@ no tensor value on the host (docs/distributed.md).
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from pathlib import Path
+from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avel_fast.backend import MODEL_BACKENDS
 from avel_fast.constants import AUDIO_DIM
+from avel_fast.data import AVEData, ResidentDataset
+from avel_fast.metrics import segment_metrics
+from avel_fast.predictions import PROTOCOL_METRICS
 from avel_fast.reference import mil_loss, mil_pool
-from avel_fast.train.errors import TrainingError
+from avel_fast.train.config import TrainConfig
+from avel_fast.train.data import RunData, load_run_data
+from avel_fast.train.distributed import DistributedContext
+from avel_fast.train.evaluation import label_set_name, run_protocols, split_label_set
+from avel_fast.train.loop import StepOutput, TrainBatch, fit
+from avel_fast.train.options import FamilyOptions, option
+from avel_fast.train.predict import predict, test_report
+from avel_fast.train.progress import TrainProgress
+from avel_fast.train.run_dir import LAST_FILE
+from avel_fast.train.runtime import autocast
 from avel_fast.train.schedule import CyclicCosineSchedule
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from avel_fast.data import Batch, ResidentDataset
-    from avel_fast.train.config import TrainConfig
-    from avel_fast.train.data import RunData
-    from avel_fast.train.distributed import DistributedContext
-
 
 @dataclass(frozen=True)
-class TrainBatch:
-    """One rank's share of a global training batch: the dataset's batch of the share's rows (its fields read as
-    this object's, e.g. ``audio``), and on the host the dataset rows of the whole global batch with the positions
-    of the share in it."""
+class SegmentOptions(FamilyOptions):
+    """The options of every family trained on the AVE segment features."""
 
-    rows: Batch  # or the dataset's own row type (`SeededBatches.rows`)
-    global_index: np.ndarray  # int64 [B]
-    positions: slice
+    standardize: bool = option(
+        True, "Z-score the features with training-set statistics (docs/training.md#engine)."
+    )
+    backend: str = option("fast", "fast (avel_fast.models) | reference.", choices=MODEL_BACKENDS)
+    eval_labels: str | None = option(
+        None, "Also score the test split against this label file (layout of labels.h5)."
+    )
+    audio_dim: int | None = option(None, "Width of the audio features, read from the data.", low=1, command=False)
 
-    def __getattr__(self, name: str):
-        return getattr(self.rows, name)
 
-
-@dataclass(frozen=True)
-class StepOutput:
-    """The loss of one training step and the segment logits and labels its accuracy is measured on."""
-
-    loss: torch.Tensor
-    logits: torch.Tensor  # [M, T, C]
-    labels: torch.Tensor  # int64 [M, T]
+MODEL_PRESETS = {
+    "paper": dict(cycle=20, dim=768, standardize=False),
+    "quick": dict(cycle=10, dim=128, standardize=True),
+    "smoke": dict(cycle=1, dim=32, standardize=True),
+}
+"""The schedule, width and standardisation of DPNet and EDRNet per preset (docs/training.md#presets): the paper
+preset feeds raw features, as both papers and their public code do; quick and smoke standardise them, which makes
+the small CPU runs converge in a few epochs."""
 
 
 class Objective:
@@ -86,33 +91,20 @@ class Objective:
 
 
 def audio_dim(config: TrainConfig) -> int:
-    """The width of the run's audio features (`TrainConfig.audio_dim`, read from the data; 128 when unset)."""
-    return config.audio_dim or AUDIO_DIM
-
-
-def autocast(config: TrainConfig):
-    """bf16 autocast for ``precision="bf16"``; fp32 (or TF32 matmuls on CUDA) otherwise."""
-    if config.precision == "bf16":
-        return torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """The width of the run's audio features (`SegmentOptions.audio_dim`, read from the data; 128 when unset)."""
+    return config.options.audio_dim or AUDIO_DIM
 
 
 class ModelFamily:
-    """One model the engine trains (module docstring). Subclasses set the class attributes and override
+    """One model the loop trains (module docstring). Subclasses set the class attributes and override
     `build_model`; the defaults fit a model called as ``model(audio, visual) -> logits [B, T, C]``."""
 
     name: ClassVar[str]
     title: ClassVar[str]
+    options_class: ClassVar[type[FamilyOptions]]
+    """Its options (`FamilyOptions`): ``config.options`` of its runs and the options of ``avel-fast train NAME``."""
     settings: ClassVar[tuple[str, ...]] = ("sel", "wsel")
     """The settings it trains in (`--setting`)."""
-    switches: ClassVar[dict[str, str]] = {}
-    """Boolean options only this family has: name -> what it is (refused with other models)."""
-    supervised_switches: ClassVar[tuple[str, ...]] = ()
-    """Switches that need segment labels of the training videos (refused in WSEL, turned off by its presets)."""
-    options: ClassVar[dict[str, str]] = {}
-    """Valued options this family reads: name -> what it is (an explicit value is refused with other models)."""
-    ignored_options: ClassVar[dict[str, str]] = {}
-    """Shared options this family does not use: name -> why (an explicit value is refused)."""
     pooled_visual: ClassVar[bool] = False
     """The model starts with global average pooling, so the run keeps pooled visual features [T, 512]."""
     objective_class: ClassVar[type[Objective]] = Objective
@@ -120,67 +112,78 @@ class ModelFamily:
     """Training epochs drop the last partial batch (the public recipe of the AVE baseline and PSP)."""
     eval_note: ClassVar[str | None] = None
     """Why `avel-fast eval` and `avel-fast report` cannot read this family's runs; None when they can."""
-
-    def preset_values(self, preset: str, setting: str) -> dict:
-        """The family's values of `preset` on top of the shared ones (`avel_fast.train.config.PRESET_VALUES`)."""
-        return {}
-
-    def dependent_preset_values(self, preset: str, values: dict) -> dict:
-        """Preset values that depend on other resolved options `values` (explicit options still win)."""
-        return {}
-
-    def validate(self, config: TrainConfig) -> None:
-        """Raise `TrainingError` for a combination of options this family cannot run."""
+    postprocessings: ClassVar[dict[str, Callable[[torch.Tensor], torch.Tensor]]] = {}
+    """Post-processings of the predictions reported beside the plain metrics (name -> function)."""
 
     def build_model(self, config: TrainConfig, fast: bool) -> nn.Module:
         raise NotImplementedError
 
     def build(self, config: TrainConfig) -> nn.Module:
         """The model of `config` on its device, from `avel_fast.models` (``backend="fast"``) or the reference."""
-        return self.build_model(config, fast=config.backend == "fast").to(config.device)
+        return self.build_model(config, fast=config.options.backend == "fast").to(config.device)
+
+    def run(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        progress: TrainProgress | None = None,
+        max_epochs_this_run: int | None = None,
+    ) -> dict | None:
+        """The family's recipe: one call of the loop (`avel_fast.train.loop.fit`) by default."""
+        return fit(self, config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
+
+    def resumable(self, run_dir: Path) -> bool:
+        """Whether `run_dir` holds something ``--resume`` continues: a ``last.pt`` by default."""
+        return (run_dir / LAST_FILE).is_file()
 
     def schedule(self, config: TrainConfig):
         """The learning-rate multiplier per iteration: DPNet's cyclic cosine schedule by default."""
-        return CyclicCosineSchedule(config.epochs, config.cycle)
+        return CyclicCosineSchedule(config.epochs, config.options.cycle)
 
     def objective(self, model: nn.Module, data: RunData, config: TrainConfig) -> Objective:
         return self.objective_class(self, model, data, config)
 
+    def training_set(self, train: AVEData, config: TrainConfig) -> AVEData:
+        """The data hook: the train split as the run trains on it, with the background-only videos in WSEL."""
+        return train.with_background() if config.setting == "wsel" else train
+
     def load_data(self, config: TrainConfig, extras: dict | None = None) -> RunData:
         """The run's training set and its validation and test splits, resident on the device: the AVE features
-        (`avel_fast.train.data.load_run_data`; `extras` as there). Another family returns an object with the same
-        ``train``, ``val``, ``test`` and ``stats`` attributes, its splits `SeededBatches`."""
-        from avel_fast.train.data import load_run_data
-
-        return load_run_data(config, extras)
+        (`avel_fast.train.data.load_run_data`, `extras` as there) and the ``eval_labels`` set, checked up front.
+        Another family returns an object with the same ``train``, ``val``, ``test`` and ``stats`` attributes, its
+        splits `SeededBatches`."""
+        data = load_run_data(config, self.pooled_visual, self.training_set, extras)
+        path = config.options.eval_labels
+        if path is not None:
+            name = label_set_name(path)
+            data.label_sets = {name: (path, split_label_set(path, data.test_index, data.num_videos))}
+        return data
 
     def data_values(self, train: ResidentDataset) -> dict:
-        """Config values the training data fixes, recorded in ``config.json``: the width of the audio features."""
+        """Options the training data fixes, recorded in ``config.json``: the width of the audio features."""
         return {"audio_dim": train.audio.shape[-1]}
 
     def evaluate(
         self, model: nn.Module, dataset: ResidentDataset, config: TrainConfig, context: DistributedContext | None
     ) -> dict:
         """Metrics of `model` on a split (selection uses ``"accuracy"``): `segment_metrics` of its predictions."""
-        from avel_fast.metrics import segment_metrics
-        from avel_fast.train.engine import predict
-
         return segment_metrics(predict(model, dataset, config, context), dataset.labels)
 
     def test_report(
-        self,
-        model: nn.Module,
-        data: RunData,
-        config: TrainConfig,
-        best: dict,
-        label_sets: dict[str, tuple],
-        context: DistributedContext | None,
+        self, model: nn.Module, data: RunData, config: TrainConfig, best: dict, context: DistributedContext | None
     ) -> tuple[dict, torch.Tensor | None]:
         """The report of the best checkpoint `best` on test (``test_metrics.json``) and the raw test scores
-        written to ``test_predictions.h5`` (`engine.test_report`; None: no predictions file)."""
-        from avel_fast.train.engine import test_report
+        written to ``test_predictions.h5`` (`avel_fast.train.predict.test_report`; None: no predictions file)."""
+        return test_report(model, data.test, config, best, data.label_sets, context)
 
-        return test_report(model, data.test, config, best, label_sets, context)
+    def metric_variants(self, config: TrainConfig) -> dict[str, str]:
+        """The keys of its test report that hold a metrics dict and their prefix in a summary
+        (docs/metrics.md#selection): the protocols of the run's setting and the family's post-processings."""
+        variants = {PROTOCOL_METRICS["argmax"]: "", **{name: f"{name}/" for name in self.postprocessings}}
+        others = (protocol for protocol in run_protocols(config) if protocol != "argmax")
+        return {**variants, **{PROTOCOL_METRICS[protocol]: f"{protocol}/" for protocol in others}}
 
     def finish(self, run_dir: Path, model: nn.Module, data: RunData, config: TrainConfig) -> dict:
         """Run after the test report with the best model: further files of the run directory; returns the
@@ -194,24 +197,3 @@ class ModelFamily:
     def video_probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Video-level class probabilities ``[B, C]``: the MIL pooling the weak loss uses (mean of softmax)."""
         return mil_pool(scores.float())
-
-    def postprocessings(self, config: TrainConfig) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        """Post-processings of the predictions reported beside the plain metrics (name -> function)."""
-        return {}
-
-
-FAMILIES: dict[str, ModelFamily] = {}
-"""Every registered family by its name (``avel-fast train NAME``)."""
-
-
-def register(family_class: type[ModelFamily]) -> type[ModelFamily]:
-    """Class decorator: add one instance of `family_class` to `FAMILIES`."""
-    FAMILIES[family_class.name] = family_class()
-    return family_class
-
-
-def family_of(model: str) -> ModelFamily:
-    try:
-        return FAMILIES[model]
-    except KeyError:
-        raise TrainingError(f"unknown model {model!r}: expected one of {', '.join(FAMILIES)}") from None

@@ -1,4 +1,4 @@
-"""The ambient-sound pretext network as a family of the engine (docs/audio.md#pretext-training).
+"""The ambient-sound pretext network as a family of the loop (docs/audio.md#pretext-training).
 
 Data: the paired synthetic scenes (`avel_fast.pretext.synthetic_scenes`, 2 s sounds at 16 kHz) or ``--data DIR``
 of (image, WAV) pairs (`avel_fast.pretext.read_pairs`), split 60 / 20 / 20 % into train / val / test by a
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +35,12 @@ from avel_fast.pretext import (
 )
 from avel_fast.train.distributed import launched_by_torchrun
 from avel_fast.train.errors import TrainingError
-from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, register
+from avel_fast.train.families.base import ModelFamily, Objective
+from avel_fast.train.loop import StepOutput
+from avel_fast.train.options import FamilyOptions, option
+from avel_fast.train.registry import register
+from avel_fast.train.run_dir import BEST_FILE, write_json
+from avel_fast.train.runtime import seed_everything
 from avel_fast.train.schedule import OneCycleSchedule
 
 PROBE_FILE = "probe.json"
@@ -45,6 +51,36 @@ ALEXNET_MIN_SIZE = 64
 SPLIT_FRACTIONS = (0.6, 0.2)
 """Train and validation shares of the examples; test gets the rest."""
 EVAL_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class PretextOptions(FamilyOptions):
+    """The pretext network's options (docs/audio.md#pretext-training)."""
+
+    features: str = option("textures", "The sound summary: textures | mfcc.", choices=SOUND_FEATURES)
+    targets: str = option("cluster", "The targets: cluster (k-means) | bits (PCA signs).", choices=TARGET_KINDS)
+    k: int = option(15, "Clusters or bits (15; smoke preset 6).", low=1)
+    visual_net: str = option("small", "The image network: alexnet | small (preset's).", choices=tuple(IMAGE_SIZES))
+    scene_examples: int = option(2400, "Paired synthetic examples (train / val / test 60 / 20 / 20 %).", low=1,
+                                 command=False)  # fmt: skip
+
+    supervised: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def preset_values(cls, preset: str, setting: str) -> dict:
+        return {
+            "paper": dict(epochs=200, batch_size=128, lr=1e-3, visual_net="alexnet", scene_examples=12000),
+            "quick": dict(epochs=30, batch_size=64, lr=3e-3, visual_net="small", scene_examples=2400),
+            "smoke": dict(epochs=2, batch_size=16, lr=3e-3, visual_net="small", scene_examples=90, k=6),
+        }[preset]
+
+    def validate(self, config, explicit=frozenset()) -> None:
+        super().validate(config, explicit)
+        if launched_by_torchrun():
+            raise TrainingError(
+                "train pretext runs on a single process: its small CNN has BatchNorm, whose batch statistics "
+                "per rank would not match a single-process run"
+            )
 
 
 @dataclass(frozen=True)
@@ -71,7 +107,7 @@ class PretextDataset(SeededBatches):
 
 @dataclass
 class PretextData:
-    """The run's three splits (the engine's `RunData` interface) and the training clusters' NMI with the scenes."""
+    """The run's three splits (the loop's `RunData` interface) and the training clusters' NMI with the scenes."""
 
     train: PretextDataset
     val: PretextDataset
@@ -93,7 +129,8 @@ class PretextObjective(Objective):
 
     def __call__(self, batch: PretextBatch, epoch: int, step: int) -> StepOutput:
         logits = self.forward(batch.images).float()
-        return StepOutput(pretext_loss(logits, batch.targets, self.config.targets), *decisions(logits, batch.targets))
+        loss = pretext_loss(logits, batch.targets, self.config.options.targets)
+        return StepOutput(loss, *decisions(logits, batch.targets))
 
 
 def sound_features(kind: str, waveforms, sample_rates, device="cpu") -> torch.Tensor:
@@ -134,15 +171,17 @@ def split_rows(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch
 def load_examples(config) -> tuple[torch.Tensor, tuple, tuple, torch.Tensor | None]:
     """(images float32 [N, 3, H, W], waveforms, sample rates, scene labels or None) of the synthetic scenes or
     of ``--data DIR``."""
+    options = config.options
     if config.data is None:
-        scenes = synthetic_scenes(config.data_seed, config.scene_examples, image_size=IMAGE_SIZES[config.visual_net])
+        size = IMAGE_SIZES[options.visual_net]
+        scenes = synthetic_scenes(config.data_seed, options.scene_examples, image_size=size)
         waveforms = tuple(scenes.waveforms.numpy())
         return scenes.images, waveforms, (scenes.sample_rate,) * len(waveforms), scenes.labels
     try:
         pairs = read_pairs(config.data)
     except (ValueError, ImportError) as err:  # ImportError: the `audio` extra (Pillow, soundfile) is missing
         raise TrainingError(f"--data: {err}") from None
-    if config.visual_net == "alexnet" and min(pairs.images.shape[2:]) < ALEXNET_MIN_SIZE:
+    if options.visual_net == "alexnet" and min(pairs.images.shape[2:]) < ALEXNET_MIN_SIZE:
         raise TrainingError(
             f"--data {config.data}: images of {pairs.images.shape[3]}x{pairs.images.shape[2]} pixels are too small "
             f"for AlexNet (at least {ALEXNET_MIN_SIZE}): use --visual-net small"
@@ -155,12 +194,13 @@ def load_pretext_data(config) -> PretextData:
     """The splits of the module docstring, resident on the run's device."""
     images, waveforms, sample_rates, scenes = load_examples(config)
     train, val, test = split_rows(len(waveforms), config.data_seed)
+    options = config.options
     try:
-        features = sound_features(config.features, waveforms, sample_rates, config.device)
-        targets = fitted_targets(features, train, config.targets, config.k, config.seed)
+        features = sound_features(options.features, waveforms, sample_rates, config.device)
+        targets = fitted_targets(features, train, options.targets, options.k, config.seed)
     except ValueError as err:
         raise TrainingError(
-            f"--features {config.features} / --targets {config.targets} --k {config.k}: {err}"
+            f"--features {options.features} / --targets {options.targets} --k {options.k}: {err}"
         ) from None
     mean, std = images[train].mean(dim=(0, 2, 3), keepdim=True), images[train].std(dim=(0, 2, 3), keepdim=True)
     images = (images - mean) / std.clamp_min(1e-6)
@@ -168,7 +208,7 @@ def load_pretext_data(config) -> PretextData:
         PretextDataset(images[rows], targets[rows], scenes[rows] if scenes is not None else None, config.device)
         for rows in (train, val, test)
     ]
-    clusters_nmi = nmi(targets[train], scenes[train]) if scenes is not None and config.targets == "cluster" else None
+    clusters_nmi = nmi(targets[train], scenes[train]) if scenes is not None and options.targets == "cluster" else None
     return PretextData(*splits, nmi=clusters_nmi)
 
 
@@ -176,44 +216,17 @@ def load_pretext_data(config) -> PretextData:
 class PretextFamily(ModelFamily):
     name = "pretext"
     title = "ambient-sound pretext network"
+    options_class = PretextOptions
     settings = ("sel",)  # it has no event labels
-    options = {
-        "features": "its sound summary", "targets": "its sound targets", "k": "its number of clusters or bits",
-        "visual_net": "its image network",
-    }  # fmt: skip
-    ignored_options = {
-        "dim": "its width is the image network's", "cycle": "its schedule is one cycle",
-        "standardize": "its inputs are images", "backend": "its network has no fast path",
-        "eval_labels": "it has no event labels",
-    }  # fmt: skip
     objective_class = PretextObjective
     eval_note = (
         "a pretext run is scored when it ends (test_metrics.json: target accuracy; probe.json: linear probe and "
         "NMI); avel-fast eval and report read the event-localization models' runs"
     )
 
-    def preset_values(self, preset: str, setting: str) -> dict:
-        return {
-            "paper": dict(epochs=200, batch_size=128, lr=1e-3, visual_net="alexnet", scene_examples=12000),
-            "quick": dict(epochs=30, batch_size=64, lr=3e-3, visual_net="small", scene_examples=2400),
-            "smoke": dict(epochs=2, batch_size=16, lr=3e-3, visual_net="small", scene_examples=90, k=6),
-        }[preset]
-
-    def validate(self, config) -> None:
-        if launched_by_torchrun():
-            raise TrainingError(
-                "train pretext runs on a single process: its small CNN has BatchNorm, whose batch statistics "
-                "per rank would not match a single-process run"
-            )
-        for name, value, choices in (
-            ("features", config.features, SOUND_FEATURES), ("targets", config.targets, TARGET_KINDS),
-            ("visual-net", config.visual_net, tuple(IMAGE_SIZES)),
-        ):
-            if value not in choices:
-                raise TrainingError(f"--{name} {value!r}: expected one of {', '.join(choices)}")
-
-    def build_model(self, config, fast: bool) -> nn.Module:
-        return build_visual_net(config.visual_net, config.k)
+    def build(self, config) -> nn.Module:
+        """The image network of ``visual_net`` (it has no fast path) on the run's device."""
+        return build_visual_net(config.options.visual_net, config.options.k).to(config.device)
 
     def schedule(self, config) -> OneCycleSchedule:
         return OneCycleSchedule(config.epochs)
@@ -231,15 +244,13 @@ class PretextFamily(ModelFamily):
         loss, correct, count = 0.0, 0, 0
         for batch in dataset.batches(EVAL_BATCH_SIZE, shuffle=False):
             logits = model(batch.images).float()
-            loss += float(pretext_loss(logits, batch.targets, config.targets)) * len(batch.index)
+            loss += float(pretext_loss(logits, batch.targets, config.options.targets)) * len(batch.index)
             scores, labels = decisions(logits, batch.targets)
             correct += int((scores.argmax(dim=-1) == labels).sum())
             count += labels.numel()
         return {"accuracy": correct / count, "loss": loss / len(dataset)}
 
-    def test_report(self, model, data: PretextData, config, best: dict, label_sets, context) -> tuple[dict, None]:
-        from avel_fast.train.run_dir import BEST_FILE
-
+    def test_report(self, model, data: PretextData, config, best: dict, context) -> tuple[dict, None]:
         model.load_state_dict(best["model"])
         return {
             "split": "test", "checkpoint": BEST_FILE, "epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
@@ -248,12 +259,9 @@ class PretextFamily(ModelFamily):
 
     def finish(self, run_dir: Path, model, data: PretextData, config) -> dict:
         """``probe.json``: linear probe accuracy on the scenes of the trained network and of the same network at
-        its initialisation (the engine seeds with the run seed right before building it), and the clusters' NMI."""
+        its initialisation (the loop seeds with the run seed right before building it), and the clusters' NMI."""
         if data.train.scenes is None:
             return {}
-        from avel_fast.train.engine import seed_everything
-        from avel_fast.train.run_dir import write_json
-
         seed_everything(config.seed)
         initial = self.build(config)
         probe = {}
@@ -264,7 +272,8 @@ class PretextFamily(ModelFamily):
         result = {
             "probe_accuracy": probe, "nmi": data.nmi, "scenes": int(data.train.scenes.max()) + 1,
             "probe_train_examples": len(data.train), "probe_test_examples": len(data.test),
-            "features": config.features, "targets": config.targets, "k": config.k, "visual_net": config.visual_net,
+            "features": config.options.features, "targets": config.options.targets, "k": config.options.k,
+            "visual_net": config.options.visual_net,
         }  # fmt: skip
         write_json(run_dir / PROBE_FILE, result)
         return {"probe": {"probe accuracy, pretext": probe["pretext"], "probe accuracy, random init":

@@ -1,15 +1,31 @@
-"""PSP as a family of the engine (docs/weak.md#psp, docs/weak.md#recipes)."""
+"""PSP as a family of the loop (docs/weak.md#psp, docs/weak.md#recipes)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 
 from avel_fast import models, reference
 from avel_fast.reference.label_refinement import WeakBase
 from avel_fast.reference.psp import AVPS_WEIGHT, avps_loss, bce_on_probs, mean_mil_prob
-from avel_fast.train.families.base import audio_dim, register
-from avel_fast.train.families.weak import REFINE_OPTIONS, WeakFamily
+from avel_fast.train.families.base import audio_dim
+from avel_fast.train.families.weak import WeakFamily, WeakOptions
+from avel_fast.train.options import option
+from avel_fast.train.registry import register
 
-PSP_DROPOUT = 0.1
+
+@dataclass(frozen=True)
+class PSPOptions(WeakOptions):
+    """PSP's options: its dropout and affinity pruning threshold, and those of label refinement."""
+
+    dropout: float = option(0.1, "Its dropout (default 0.1).", low=0.0, high=1.0)
+    threshold: float | None = option(
+        None, "Affinity pruning threshold, a cosine in [0, 1] (default 0.099 sel, 0.095 wsel).", low=0.0, high=1.0,
+        upto=True,
+    )  # fmt: skip
+
+    paper_epochs = {"sel": 300, "wsel": 200}
+    quick_epochs = 4
 
 
 @register
@@ -19,16 +35,11 @@ class PSPFamily(WeakFamily):
 
     name = "psp"
     title = "PSP"
-    options = {**REFINE_OPTIONS, "dropout": "its dropout", "threshold": "its affinity pruning threshold"}
-    paper_epochs = {"sel": 300, "wsel": 200}
-    quick_epochs = 4
-
-    def preset_values(self, preset: str, setting: str) -> dict:
-        return {**super().preset_values(preset, setting), "dropout": PSP_DROPOUT}
+    options_class = PSPOptions
 
     def build_model(self, config, fast: bool):
-        module = models if fast else reference
-        return module.PSPNet(config.setting, config.threshold, audio_dim=audio_dim(config), dropout=config.dropout)
+        module, options = models if fast else reference, config.options
+        return module.PSPNet(config.setting, options.threshold, audio_dim=audio_dim(config), dropout=options.dropout)
 
     def head_scores(self, output):
         return output[0] if isinstance(output, tuple) else output

@@ -1,39 +1,89 @@
 """What the AVE baseline and PSP families share (docs/weak.md#recipes): the public recipes (Adam 1e-3, batch 64,
-constant learning rate, the last partial batch dropped, raw features), the losses per setting and the
-label-refinement options.
+constant learning rate, the last partial batch dropped, raw features), the losses per setting, the options of
+label refinement and its recipe.
 
 Objective per batch: SEL, the family's supervised loss on the segment labels; WSEL, ``L_MIL = g(Φ(x), Y)`` with
 the family's video prediction Φ (softmax of its MIL pooling over time) and weak loss g, plus what a stage of label
-refinement adds (docs/weak.md#label-refinement, the pipeline in `avel_fast.train.refine`):
+refinement adds (docs/weak.md#label-refinement):
 
 * ``aux`` (Step 1 of ``a+lr``): ``+ L_A``, one background-only partner per video drawn uniformly from the
   training rows, seeded by ``(seed, epoch, step)`` (`aux_partners`);
 * ``lr``, ``a+lr`` (Step 3): ``+ L_LR`` against the window labels of Step 2, ``RunData.extras["window_labels"]``;
 * ``dummy``: ``+ L_LR`` against every window labelled with its video's labels;
 * ``pl``: the family's supervised loss against ``RunData.extras["segment_labels"]`` (pseudo labels) instead.
+
+The recipe of ``--refine`` (`WeakFamily.run`, TLR §4-5) runs its stages into one run directory ``RUN``:
+
+* ``lr``, ``a+lr``: Step 1, plain weak training (``a+lr``: with the auxiliary objective ``L_A``), an ordinary run
+  in ``RUN/step1/``; Step 2, the window labels of every training row from the selected Step-1 checkpoint in eval
+  mode (`refine_labels`, one background-only partner per video drawn once), written to ``RUN/window_labels.h5``,
+  and their quality against the segment labels of the validation videos (and, for information, of the training
+  videos) in ``RUN/window_labels.json``; Step 3, a fresh model trained with ``L_MIL + L_LR`` in ``RUN`` itself.
+* ``dummy``: Step 3 only, every window labelled with its video's labels.
+* ``pl``: Step 1 plain, the pseudo labels of the training rows (``argmax`` of the Step-1 scores,
+  `pseudo_labels`) in ``RUN/pseudo_labels.h5``, then a fresh model trained on them with the family's supervised
+  loss in ``RUN``.
+
+Step 1 trains ``step1_epochs`` with a seed derived from the run seed (so that Step 3, seeded with the run seed,
+starts from a different initialisation); the last stage trains ``epochs``. ``resume`` continues whichever stage
+was interrupted: a finished Step 1 (its ``test_metrics.json``) and stored labels are reused.
 """
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+import h5py
 import torch
 
 from avel_fast._rng import derive_seed
+from avel_fast.atomic import atomic_write
 from avel_fast.constants import BACKGROUND, NUM_SEGMENTS
+from avel_fast.metrics import segment_metrics
 from avel_fast.reference.label_refinement import (
     WeakBase,
     aux_loss,
     check_splice_window,
     draw_second_videos,
     dummy_window_labels,
+    pseudo_labels,
+    refine_labels,
+    window_label_quality,
     window_loss,
 )
+from avel_fast.train.data import load_run_data
+from avel_fast.train.distributed import launched_by_torchrun
 from avel_fast.train.errors import TrainingError
-from avel_fast.train.families.base import ModelFamily, Objective, StepOutput, autocast
+from avel_fast.train.families.base import ModelFamily, Objective, SegmentOptions
+from avel_fast.train.loop import StepOutput, fit
+from avel_fast.train.options import option
+from avel_fast.train.predict import predict_scores
+from avel_fast.train.progress import TrainProgress
+from avel_fast.train.run_dir import (
+    BEST_FILE,
+    CONFIG_FILE,
+    LAST_FILE,
+    TEST_METRICS_FILE,
+    check_new_run_dir,
+    check_writable,
+    load_checkpoint,
+    read_config,
+    write_config,
+    write_json,
+)
+from avel_fast.train.runtime import autocast
 from avel_fast.train.schedule import ConstantSchedule
 
 AUX_STREAM = 3
 """Stream of the run seed under which the ``L_A`` partners of every (epoch, step) are drawn."""
+STEP1_STREAM, PARTNER_STREAM = 4, 5
+"""Streams of the run seed: the seed of Step 1 and the partners of the Step-2 synthetic videos."""
+STEP1_DIR = "step1"
+"""The first stage of a label-refinement recipe, inside its run directory."""
+LABEL_FILES = {"window_labels": "window_labels.h5", "segment_labels": "pseudo_labels.h5"}
+"""The labels a Step 1 leads to, by their `RunData.extras` key, and the file in the run directory holding them."""
 
 WEAK_RECIPE = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=64, standardize=False)
 """Adam 1e-3 without weight decay, batch 64, raw features: both public codes and TLR §5 (docs/weak.md#recipes)."""
@@ -44,17 +94,70 @@ STAGE_EPOCHS = {
 }
 """Epochs of the refinement stages (TLR §5: 200 for Step 1, 100 for Step 3); quick gives each stage the budget of
 a plain quick run (a last stage of one or two epochs does not converge at these sizes), smoke the least."""
-REFINE_OPTIONS = {
-    "refine": "its label-refinement pipeline",
-    "window": "the windows of label refinement",
-    "stride": "the windows of label refinement",
-    "tau": "the window-label threshold of label refinement",
-    "step1_epochs": "the first stage of label refinement",
-}
-UNUSED_SHARED_OPTIONS = {
-    "cycle": "its learning rate is constant",
-    "dim": "its widths are those of the public model",
-}
+REFINEMENTS = ("none", "lr", "a+lr", "dummy", "pl")
+"""``--refine``: plain training, or the label-refinement recipe of the module docstring."""
+WINDOWED = ("lr", "a+lr", "dummy")
+
+
+@dataclass(frozen=True)
+class WeakOptions(SegmentOptions):
+    """The options of the AVE baseline and PSP: label refinement (docs/weak.md#label-refinement)."""
+
+    aux: bool = option(False, "WSEL: add the auxiliary objective L_A (Step 1 of --refine a+lr on its own).")
+    refine: str = option(
+        "none", "WSEL: none | lr | a+lr | dummy | pl (label refinement, docs/weak.md).", choices=REFINEMENTS
+    )
+    window: int = option(4, "Label refinement: segments per window N (4).", low=1)
+    stride: int = option(2, "Label refinement: window stride s (2).", low=1)
+    tau: float = option(0.05, "Label refinement: window-label threshold τ in [0, 1] (0.05).", low=0.0, high=1.0,
+                        upto=True)  # fmt: skip
+    step1_epochs: int = option(200, "Label refinement: epochs of Step 1 (--epochs: the last stage).", low=1)
+
+    needs = (
+        ("window", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.options.refine in ("none", "pl") and
+         not c.options.aux),
+        ("stride", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.options.refine in ("none", "pl") and
+         not c.options.aux),
+        ("tau", "needs --refine lr or a+lr", lambda c: c.options.refine not in ("lr", "a+lr")),
+        ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.options.refine in ("none", "dummy")),
+    )  # fmt: skip
+
+    @classmethod
+    def preset_values(cls, preset: str, setting: str) -> dict:
+        epochs = {"paper": cls.paper_epochs[setting], "quick": cls.quick_epochs, "smoke": 2}[preset]
+        values = dict(WEAK_RECIPE, epochs=epochs, step1_epochs=STAGE_EPOCHS[preset]["step1_epochs"])
+        return {**values, "batch_size": 16} if preset == "smoke" else values
+
+    paper_epochs: ClassVar[dict[str, int]]
+    """Epochs of a plain run of the paper preset per setting."""
+    quick_epochs: ClassVar[int]
+
+    @classmethod
+    def dependent_values(cls, preset: str, values: dict) -> dict:
+        """A refined run's ``epochs`` are those of its last stage (`STAGE_EPOCHS`)."""
+        return {"epochs": STAGE_EPOCHS[preset]["epochs"]} if values.get("refine", "none") != "none" else {}
+
+    def validate(self, config, explicit=frozenset()) -> None:
+        super().validate(config, explicit)
+        if self.refine != "none" and config.setting != "wsel":
+            raise TrainingError(f"--refine {self.refine} refines weak labels: use it with --setting wsel")
+        if self.aux and config.setting != "wsel":
+            raise TrainingError("--aux is a weak objective: use it with --setting wsel")
+        if self.aux and self.refine != "none":
+            raise TrainingError(f"--aux is Step 1 of --refine a+lr: it cannot go with --refine {self.refine}")
+        if self.aux or self.refine in WINDOWED:
+            auxiliary = self.aux or self.refine == "a+lr"
+            try:
+                check_splice_window(NUM_SEGMENTS, self.window, self.stride, auxiliary=auxiliary)
+            except ValueError as err:
+                raise TrainingError(f"--window {self.window} --stride {self.stride}: {err}") from None
+        if launched_by_torchrun() and self.refine != "none":
+            raise TrainingError(f"--refine {self.refine} runs its stages on a single process: leave torchrun out")
+        if launched_by_torchrun() and self.aux:
+            raise TrainingError(
+                "--aux splices per-segment features, which DistributedDataParallel does not expose: run it on a "
+                "single process (not under torchrun)"
+            )
 
 
 def background_rows(video_labels: torch.Tensor) -> torch.Tensor:
@@ -91,12 +194,7 @@ class WeakObjective(Objective):
         super().__init__(family, model, data, config)
         self.base = family.weak_base(AutocastModel(model, config))
         self.background = None
-        if config.aux:
-            if not hasattr(model, "segment_features"):
-                raise TrainingError(
-                    f"--aux splices per-segment features, which {type(model).__name__} does not expose: "
-                    "run it on a single process (not under torchrun)"
-                )
+        if config.options.aux:
             self.background = background_rows(data.train.video_labels)
             if len(self.background) == 0:
                 raise TrainingError("--aux needs background-only videos in the training set (none found)")
@@ -108,26 +206,26 @@ class WeakObjective(Objective):
         return self.family.head_scores(output), output
 
     def __call__(self, batch, epoch: int, step: int) -> StepOutput:
-        config, extras = self.config, self.data.extras
-        if config.aux:
+        options, extras = self.config.options, self.data.extras
+        if options.aux:
             return self.step_with_aux(batch, epoch, step)
         scores, output = self.outputs(batch)
-        if config.setting == "sel":
+        if self.config.setting == "sel":
             return StepOutput(self.family.supervised_loss(output, batch.labels), scores, batch.labels)
-        if config.refine == "pl":
+        if options.refine == "pl":
             labels = extras["segment_labels"][batch.index]
             return StepOutput(self.family.supervised_loss(output, labels), scores, labels)
         loss = self.family.mil_loss(scores, batch.video_labels)
-        if config.refine in ("lr", "a+lr"):
+        if options.refine in ("lr", "a+lr"):
             loss = loss + self.window_loss(scores, extras["window_labels"][batch.index])
-        elif config.refine == "dummy":
-            labels = dummy_window_labels(batch.video_labels, scores.shape[1], config.window, config.stride)
+        elif options.refine == "dummy":
+            labels = dummy_window_labels(batch.video_labels, scores.shape[1], options.window, options.stride)
             loss = loss + self.window_loss(scores, labels)
         return StepOutput(loss, scores, batch.labels)
 
     def window_loss(self, scores: torch.Tensor, window_labels: torch.Tensor) -> torch.Tensor:
         """``L_LR`` (TLR eqs. 12-13)."""
-        return window_loss(self.base, scores, window_labels, self.config.window, self.config.stride)
+        return window_loss(self.base, scores, window_labels, self.config.options.window, self.config.options.stride)
 
     def step_with_aux(self, batch, epoch: int, step: int) -> StepOutput:
         """``L_MIL + L_A`` (TLR eqs. 14-18): the per-segment features of the batch and of its partners in one
@@ -140,45 +238,41 @@ class WeakObjective(Objective):
         features = self.base.segment_features(audio, visual)
         scores = self.base.scores(tuple(feature[:size] for feature in features))
         rows = torch.arange(size, device=audio.device)
-        aux = aux_loss(self.base, features, rows, rows + size, labels, config.window, config.stride)
+        window, stride = config.options.window, config.options.stride
+        aux = aux_loss(self.base, features, rows, rows + size, labels, window, stride)
         return StepOutput(self.family.mil_loss(scores, batch.video_labels) + aux, scores, batch.labels)
+
+
+def step1_config(config):
+    """The config of Step 1 of `config`: plain weak training (``a+lr``: with ``aux``), ``step1_epochs``."""
+    options = config.options
+    return config.replace(
+        refine="none", aux=options.refine == "a+lr", epochs=options.step1_epochs,
+        seed=derive_seed(config.seed, STEP1_STREAM),
+    )  # fmt: skip
+
+
+def _write_labels(path: Path, name: str, values: torch.Tensor, attrs: dict) -> None:
+    """``values`` as the dataset `name` of an HDF5 file, written atomically (`atomic_write`)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as file:
+        file.create_dataset(name, data=values.cpu().numpy())
+        file.attrs.update(attrs)
+    atomic_write(path, lambda stream: stream.write(buffer.getbuffer()))
+
+
+def read_labels(path: Path, name: str) -> torch.Tensor:
+    with h5py.File(path, "r") as file:
+        return torch.from_numpy(file[name][...])
 
 
 class WeakFamily(ModelFamily):
     """The shared part of the AVE baseline and PSP families (module docstring). Subclasses give `build_model`,
-    `video_probabilities`, `weak_loss` and `supervised_loss`."""
+    `video_probabilities`, `weak_loss`, `supervised_loss` and `weak_base`."""
 
-    switches: ClassVar[dict[str, str]] = {"aux": "the auxiliary objective L_A of label refinement"}
-    options: ClassVar[dict[str, str]] = REFINE_OPTIONS
-    ignored_options: ClassVar[dict[str, str]] = UNUSED_SHARED_OPTIONS
+    options_class: ClassVar[type[WeakOptions]] = WeakOptions
     objective_class = WeakObjective
     drop_last = True
-    paper_epochs: ClassVar[dict[str, int]]
-    """Epochs of a plain run of the paper preset per setting."""
-    quick_epochs: ClassVar[int]
-
-    def preset_values(self, preset: str, setting: str) -> dict:
-        epochs = {"paper": self.paper_epochs[setting], "quick": self.quick_epochs, "smoke": 2}[preset]
-        values = dict(WEAK_RECIPE, epochs=epochs, step1_epochs=STAGE_EPOCHS[preset]["step1_epochs"])
-        return {**values, "batch_size": 16} if preset == "smoke" else values
-
-    def dependent_preset_values(self, preset: str, values: dict) -> dict:
-        """A refined run's ``epochs`` are those of its last stage (`STAGE_EPOCHS`)."""
-        return {"epochs": STAGE_EPOCHS[preset]["epochs"]} if values.get("refine", "none") != "none" else {}
-
-    def validate(self, config) -> None:
-        if config.refine != "none" and config.setting != "wsel":
-            raise TrainingError(f"--refine {config.refine} refines weak labels: use it with --setting wsel")
-        if config.aux and config.setting != "wsel":
-            raise TrainingError("--aux is a weak objective: use it with --setting wsel")
-        if config.aux and config.refine != "none":
-            raise TrainingError(f"--aux is Step 1 of --refine a+lr: it cannot go with --refine {config.refine}")
-        if config.aux or config.refine in ("lr", "a+lr", "dummy"):
-            auxiliary = config.aux or config.refine == "a+lr"
-            try:
-                check_splice_window(NUM_SEGMENTS, config.window, config.stride, auxiliary=auxiliary)
-            except ValueError as err:
-                raise TrainingError(f"--window {config.window} --stride {config.stride}: {err}") from None
 
     def schedule(self, config) -> ConstantSchedule:
         return ConstantSchedule()
@@ -205,3 +299,113 @@ class WeakFamily(ModelFamily):
     def supervised_loss(self, output, labels: torch.Tensor) -> torch.Tensor:
         """The public fully supervised loss of the model's forward output against segment labels ``[B, T]``."""
         raise NotImplementedError
+
+    def resumable(self, run_dir: Path) -> bool:
+        """A ``last.pt``, or the first stage of a label-refinement recipe (``step1/``)."""
+        return super().resumable(run_dir) or (run_dir / STEP1_DIR).is_dir()
+
+    def run(
+        self,
+        config,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        progress: TrainProgress | None = None,
+        max_epochs_this_run: int | None = None,
+    ) -> dict | None:
+        """The recipe of ``config.options.refine`` (module docstring); returns the test report of the last stage,
+        or None when a stage stopped early (`max_epochs_this_run` applies to each stage)."""
+        refine = config.options.refine
+        if refine == "none":
+            return super().run(
+                config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run
+            )
+        run_dir = Path(run_dir)
+        progress = progress or TrainProgress()
+        check_writable(run_dir)
+        if not resume:
+            check_new_run_dir(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(run_dir, config)
+        elif not (run_dir / CONFIG_FILE).is_file():
+            raise TrainingError(f"--resume: {run_dir} is not a run directory (no {CONFIG_FILE})")
+        extras = {}
+        stages = {"lr": "window_labels", "a+lr": "window_labels", "pl": "segment_labels"}
+        if refine in stages:
+            key = stages[refine]
+            labels_file = run_dir / LABEL_FILES[key]
+            if labels_file.is_file():
+                extras[key] = read_labels(labels_file, key)
+            else:
+                step1_dir = run_dir / STEP1_DIR
+                if not (step1_dir / TEST_METRICS_FILE).is_file():
+                    progress.stage(f"step 1 of --refine {refine}: weak training into {step1_dir}")
+                    stage_resume = resume and (step1_dir / LAST_FILE).is_file()
+                    done = fit(
+                        self, step1_config(config), step1_dir, resume=stage_resume, progress=progress,
+                        max_epochs_this_run=max_epochs_this_run,
+                    )  # fmt: skip
+                    if done is None:
+                        return None
+                progress.note(f"--refine {refine}: {key.replace('_', ' ')} from the step-1 checkpoint")
+                stage = self.window_label_stage if key == "window_labels" else self.pseudo_label_stage
+                extras[key] = stage(config, run_dir)
+        progress.stage(f"last stage of --refine {refine}: training into {run_dir}")
+        return fit(
+            self, config, run_dir, resume=resume and (run_dir / LAST_FILE).is_file(), progress=progress,
+            max_epochs_this_run=max_epochs_this_run, extras=extras, checked=True,
+        )  # fmt: skip
+
+    def _step1_model(self, config, step1_dir: Path):
+        """The selected Step-1 checkpoint in its model (eval mode), the data of Step 1, the checkpoint and the
+        config."""
+        stage = read_config(step1_dir, device=config.device)
+        best = load_checkpoint(step1_dir / BEST_FILE, config.device)
+        data = load_run_data(stage, self.pooled_visual, self.training_set)
+        model = self.build(stage)
+        model.load_state_dict(best["model"])
+        return model.eval(), data, best, stage
+
+    def window_label_stage(self, config, run_dir: Path) -> torch.Tensor:
+        """Step 2: window labels ``[V, T1, 29]`` of the training rows (file and report of the module docstring)."""
+        model, data, best, _ = self._step1_model(config, run_dir / STEP1_DIR)
+        base = self.weak_base(model)
+        train_rows, val, options = data.train, data.val, config.options
+        background = background_rows(train_rows.video_labels)
+        if len(background) == 0:
+            raise TrainingError("label refinement needs background-only videos in the training set (none found)")
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, PARTNER_STREAM))
+        windows = dict(window=options.window, stride=options.stride)
+        refined = dict(windows, tau=options.tau, compute_dtype=train_rows.compute_dtype)
+        partners = draw_second_videos(len(train_rows), background, generator)
+        labels = refine_labels(base, train_rows.audio, train_rows.visual, train_rows.video_labels, partners, **refined)
+        # validation videos, each spliced with a background-only training video appended after them
+        appended = len(val) + torch.arange(len(background), device=background.device)
+        val_partners = torch.cat((draw_second_videos(len(val), appended, generator), appended))
+        val_labels = refine_labels(
+            base,
+            torch.cat((val.audio, train_rows.audio[background])),
+            torch.cat((val.visual, train_rows.visual[background])),
+            torch.cat((val.video_labels, train_rows.video_labels[background])),
+            val_partners,
+            **refined,
+        )[: len(val)]
+        _write_labels(run_dir / LABEL_FILES["window_labels"], "window_labels", labels.to(torch.uint8), {
+            **windows, "tau": options.tau, "step1_epoch": best["epoch"],
+        })  # fmt: skip
+        write_json(run_dir / "window_labels.json", {
+            **windows, "tau": options.tau, "step1_epoch": best["epoch"], "step1_val_accuracy": best["val_accuracy"],
+            "val": window_label_quality(val_labels, val.labels.cpu(), **windows),
+            "train": window_label_quality(labels, train_rows.labels.cpu(), **windows),
+        })  # fmt: skip
+        return labels
+
+    def pseudo_label_stage(self, config, run_dir: Path) -> torch.Tensor:
+        """AVE+PL: pseudo segment labels ``[V, T]`` of the training rows from the selected Step-1 checkpoint, with
+        their accuracy against the training segment labels (for information) in ``RUN/pseudo_labels.json``."""
+        model, data, best, stage = self._step1_model(config, run_dir / STEP1_DIR)
+        labels = pseudo_labels(predict_scores(model, data.train, stage), data.train.video_labels)
+        _write_labels(run_dir / LABEL_FILES["segment_labels"], "segment_labels", labels, {"step1_epoch": best["epoch"]})
+        accuracy = segment_metrics(labels.cpu(), data.train.labels.cpu())["accuracy"]
+        write_json(run_dir / "pseudo_labels.json", {"step1_epoch": best["epoch"], "train_accuracy": accuracy})
+        return labels
