@@ -5,9 +5,13 @@ everything after them in registers:
 
 * forward: ``H = tanh(P + g 1ᵀ)`` on the ``[L, D]`` tile, ``s = H w_f``, ``α = softmax(s)`` over the L
   locations, ``f = Σ_k α_k V_k`` over the raw maps in column blocks; writes only ``f`` and ``α``;
-* backward: ``dα = V df (+ dα given)`` and ``dV = α dfᵀ`` in one pass over the maps, then
-  ``ds = α ⊙ (dα − α·dα)`` and, with ``H`` recomputed, ``dP = ds w_fᵀ ⊙ (1 − H²)``, ``dg = Σ_d dP`` and the
-  segment's share of ``dw_f`` (summed over segments afterwards, no atomics).
+* backward: ``dα = V df (+ dα given)`` and, when the maps need a gradient (a constexpr; in training they never
+  do), ``dV = α dfᵀ`` in one pass over the maps, then ``ds = α ⊙ (dα − α·dα)`` and, with ``H`` recomputed,
+  ``dP = ds w_fᵀ ⊙ (1 − H²)``, ``dg = Σ_d dP`` and the segment's share of ``dw_f`` (summed over segments
+  afterwards, no atomics).
+
+Both directions are PyTorch custom operators (`avel_fast::audio_guided_attention_forward` / `_backward`, with
+fake implementations and registered autograd), so `torch.compile` captures them without a graph break.
 
 The whole ``[L, D]`` tile is held by one program (L, D ≤ 128 each; the model has L = D = 49); launches use one
 fixed configuration, the same under ``TRITON_INTERPRET=1`` and on the GPU.
@@ -72,10 +76,11 @@ def attention_forward_kernel(
 def attention_backward_kernel(
     grad_attended_ptr, grad_attention_ptr, projected_ptr, audio_ptr, weight_ptr, maps_ptr, attention_ptr,
     grad_maps_ptr, grad_projected_ptr, grad_audio_ptr, grad_weight_ptr, locations, dim, channels,
-    HAS_GRAD_ATTENDED: tl.constexpr, HAS_GRAD_ATTENTION: tl.constexpr,
+    HAS_GRAD_ATTENDED: tl.constexpr, HAS_GRAD_ATTENTION: tl.constexpr, GRAD_MAPS: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """One program per segment: ``dV``, ``dP``, ``dg`` and the segment's row of ``dw_f`` partials."""
+    """One program per segment: ``dP``, ``dg``, the segment's row of ``dw_f`` partials and, with `GRAD_MAPS`,
+    ``dV``."""
     row = tl.program_id(0).to(tl.int64)
     loc = tl.arange(0, BLOCK_L)
     loc_ok = loc < locations
@@ -90,8 +95,9 @@ def attention_backward_kernel(
             mask = loc_ok[:, None] & channel_ok[None, :]
             maps = tl.load(maps_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
             grad_scores += tl.sum(maps * grad[None, :], axis=1)
-            tl.store(grad_maps_ptr + offsets, (attention[:, None] * grad[None, :]).to(grad_maps_ptr.dtype.element_ty),
-                     mask=mask)
+            if GRAD_MAPS:
+                tl.store(grad_maps_ptr + offsets,
+                         (attention[:, None] * grad[None, :]).to(grad_maps_ptr.dtype.element_ty), mask=mask)
     if HAS_GRAD_ATTENTION:
         grad_scores += tl.load(grad_attention_ptr + row * locations + loc, mask=loc_ok, other=0.0).to(tl.float32)
     grad_scores = attention * (grad_scores - tl.sum(attention * grad_scores, axis=0))
@@ -114,43 +120,76 @@ def tile_blocks(projected: torch.Tensor) -> tuple[int, int]:
     return blocks
 
 
-class TritonAttentionEpilogue(torch.autograd.Function):
+@torch.library.custom_op("avel_fast::audio_guided_attention_forward", mutates_args=())
+def audio_guided_attention_forward(
+    projected: torch.Tensor, audio_term: torch.Tensor, score_weight: torch.Tensor, maps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(f, α)`` from the projections ``P`` ``[N, L, D]``, the audio term ``g`` ``[N, L]``, ``w_f`` ``[D]`` and the
-    raw maps ``V`` ``[N, L, C]`` (the ``triton`` backend; fp32 arithmetic, ``f`` in the maps' dtype, ``α`` fp32)."""
+    raw maps ``V`` ``[N, L, C]`` (fp32 arithmetic, ``f`` ``[N, C]`` in the maps' dtype, ``α`` ``[N, L]`` fp32)."""
+    projected, audio_term, maps = projected.contiguous(), audio_term.contiguous(), maps.contiguous()
+    rows, locations, channels = maps.shape
+    block_l, block_d = tile_blocks(projected)
+    attended = maps.new_empty(rows, channels)
+    attention = torch.empty(rows, locations, device=maps.device, dtype=torch.float32)
+    attention_forward_kernel[(rows,)](
+        projected, audio_term, score_weight.contiguous(), maps, attended, attention, locations, projected.shape[2],
+        channels, BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_C=CHANNEL_BLOCK,
+    )
+    return attended, attention
 
-    @staticmethod
-    def forward(ctx, projected, audio_term, score_weight, maps):
-        projected, audio_term, maps = projected.contiguous(), audio_term.contiguous(), maps.contiguous()
-        score_weight = score_weight.contiguous()
-        rows, locations, channels = maps.shape
-        block_l, block_d = tile_blocks(projected)
-        attended = maps.new_empty(rows, channels)
-        attention = torch.empty(rows, locations, device=maps.device, dtype=torch.float32)
-        attention_forward_kernel[(rows,)](
-            projected, audio_term, score_weight, maps, attended, attention, locations, projected.shape[2], channels,
-            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_C=CHANNEL_BLOCK,
-        )
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(projected, audio_term, score_weight, maps, attention)
-        return attended, attention
 
-    @staticmethod
-    def backward(ctx, grad_attended, grad_attention):
-        projected, audio_term, score_weight, maps, attention = ctx.saved_tensors
-        rows, locations, channels = maps.shape
-        dim = projected.shape[2]
-        block_l, block_d = tile_blocks(projected)
-        grad_maps = torch.empty_like(maps) if grad_attended is not None else None
-        grad_projected = torch.empty_like(projected)
-        grad_audio = torch.empty_like(audio_term)
-        grad_weight = torch.empty(rows, dim, device=maps.device, dtype=torch.float32)
-        attention_backward_kernel[(rows,)](
-            grad_attended.contiguous() if grad_attended is not None else attention,
-            grad_attention.contiguous() if grad_attention is not None else attention,
-            projected, audio_term, score_weight, maps, attention,
-            grad_maps if grad_maps is not None else attention, grad_projected, grad_audio, grad_weight,
-            locations, dim, channels,
-            HAS_GRAD_ATTENDED=grad_attended is not None, HAS_GRAD_ATTENTION=grad_attention is not None,
-            BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_C=CHANNEL_BLOCK,
-        )
-        return grad_projected, grad_audio, grad_weight.sum(0).to(score_weight.dtype), grad_maps
+@audio_guided_attention_forward.register_fake
+def _(projected, audio_term, score_weight, maps):
+    tile_blocks(projected)
+    return maps.new_empty(maps.shape[0], maps.shape[2]), maps.new_empty(maps.shape[:2], dtype=torch.float32)
+
+
+@torch.library.custom_op("avel_fast::audio_guided_attention_backward", mutates_args=())
+def audio_guided_attention_backward(
+    grad_attended: torch.Tensor | None, grad_attention: torch.Tensor | None, projected: torch.Tensor,
+    audio_term: torch.Tensor, score_weight: torch.Tensor, maps: torch.Tensor, attention: torch.Tensor,
+    grad_maps: bool,
+) -> list[torch.Tensor]:
+    """``[dP, dg, dw_f]`` from the gradients of ``f`` and ``α`` (either may be None), then ``dV`` when `grad_maps`
+    and ``f`` has a gradient (the maps' gradient is neither computed nor written otherwise)."""
+    projected, audio_term, maps = projected.contiguous(), audio_term.contiguous(), maps.contiguous()
+    rows, locations, channels = maps.shape
+    dim = projected.shape[2]
+    block_l, block_d = tile_blocks(projected)
+    grad_maps = grad_maps and grad_attended is not None
+    grad_v = torch.empty_like(maps) if grad_maps else attention
+    grad_projected = torch.empty_like(projected)
+    grad_audio = torch.empty_like(audio_term)
+    grad_weight = torch.empty(rows, dim, device=maps.device, dtype=torch.float32)
+    attention_backward_kernel[(rows,)](
+        grad_attended.contiguous() if grad_attended is not None else attention,
+        grad_attention.contiguous() if grad_attention is not None else attention,
+        projected, audio_term, score_weight.contiguous(), maps, attention,
+        grad_v, grad_projected, grad_audio, grad_weight, locations, dim, channels,
+        HAS_GRAD_ATTENDED=grad_attended is not None, HAS_GRAD_ATTENTION=grad_attention is not None,
+        GRAD_MAPS=grad_maps, BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_C=CHANNEL_BLOCK,
+    )
+    grads = [grad_projected, grad_audio, grad_weight.sum(0).to(score_weight.dtype)]
+    return grads + [grad_v] if grad_maps else grads
+
+
+@audio_guided_attention_backward.register_fake
+def _(grad_attended, grad_attention, projected, audio_term, score_weight, maps, attention, grad_maps):
+    grads = [torch.empty_like(projected, memory_format=torch.contiguous_format),
+             torch.empty_like(audio_term, memory_format=torch.contiguous_format), torch.empty_like(score_weight)]
+    return grads + [torch.empty_like(maps, memory_format=torch.contiguous_format)] \
+        if grad_maps and grad_attended is not None else grads
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*inputs, output[1])
+
+
+def _backward(ctx, grad_attended, grad_attention):
+    grad_maps = ctx.needs_input_grad[3]
+    grads = audio_guided_attention_backward(grad_attended, grad_attention, *ctx.saved_tensors, grad_maps)
+    return *grads[:3], grads[3] if len(grads) == 4 else None
+
+
+audio_guided_attention_forward.register_autograd(_backward, setup_context=_setup_context)

@@ -1,11 +1,13 @@
 """TemporalConv + Swish on CUDA (DPNet eqs. 5-6; docs/fast-path.md#kernels): one batched GEMM and a fused epilogue.
 
 Forward: the k taps of both modalities' convolutions in one `torch.bmm` (cuBLAS), ``Y_m = x_m [W_m,0; …]ᵀ``
-(`avel_fast.nn.dpnet.modality_operands`), then one kernel sums the shifted taps, adds the bias, applies SiLU
+(`avel_fast.conv_gemm.modality_operands`), then one kernel sums the shifted taps, adds the bias, applies SiLU
 and writes the output straight into the ``[B, 2, T, O]`` layout, with the pre-activation ``z`` for backward.
 Backward: one kernel computes ``dz = dout ⊙ SiLU'(z)`` and scatters it into the taps' gradient
 ``dY[s, j] = dz[s − j + p]`` (zeros where the source segment is outside the video), then the GEMMs of the
-``torch`` path (`avel_fast.nn.dpnet.modality_gemm_grads`).
+``torch`` path (`avel_fast.conv_gemm.modality_gemm_grads`), on operands rebuilt from the forward's inputs.
+Both directions are PyTorch custom operators (`avel_fast::temporal_conv_forward` / `_backward`, with fake
+implementations and registered autograd), so `torch.compile` captures them without a graph break.
 
 `tap_sum` / `tap_spread` are shared with `avel_fast.kernels.gated_fusion`.
 """
@@ -15,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from avel_fast.nn.dpnet import modality_gemm_grads, modality_operands
+from avel_fast.conv_gemm import modality_gemm_grads, modality_operands
 
 MAX_BLOCK = 1024
 
@@ -97,35 +99,83 @@ def temporal_conv_swish_backward_kernel(
                KERNEL_SIZE)
 
 
-class TritonTemporalConvSwish(torch.autograd.Function):
-    """``Swish(Conv1d_k(x_m))`` of both modalities on ``[B, 2, T, I]`` (the ``triton`` backend)."""
+@torch.library.custom_op("avel_fast::temporal_conv_forward", mutates_args=())
+def temporal_conv_forward(
+    x: torch.Tensor, audio_weight: torch.Tensor, visual_weight: torch.Tensor, audio_bias: torch.Tensor,
+    visual_bias: torch.Tensor, dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Swish(z), z)`` ``[B, 2, T, O]`` of both modalities' ``z = Conv1d_k(x_m)`` on ``[B, 2, T, I]``, the GEMM
+    in `dtype`."""
+    rows, taps_weight, biases = modality_operands(x, (audio_weight, visual_weight, audio_bias, visual_bias), dtype)
+    batch, _, segments, _ = x.shape
+    out_dim, kernel_size = audio_weight.shape[0], audio_weight.shape[-1]
+    taps = torch.bmm(rows, taps_weight.transpose(1, 2))  # [2, B·T, k·O]
+    out = taps.new_empty(batch, 2, segments, out_dim)
+    pre = torch.empty_like(out)
+    block = column_block(out_dim)
+    grid = (2 * batch * segments, triton.cdiv(out_dim, block))
+    temporal_conv_swish_forward_kernel[grid](
+        taps, biases, out, pre, batch * segments, segments, out_dim, KERNEL_SIZE=kernel_size, BLOCK=block
+    )
+    return out, pre
 
-    @staticmethod
-    def forward(ctx, x, audio_weight, visual_weight, audio_bias, visual_bias):
-        rows, taps_weight, biases = modality_operands(x, (audio_weight, visual_weight, audio_bias, visual_bias))
-        batch, _, segments, _ = x.shape
-        out_dim, kernel_size = audio_weight.shape[0], audio_weight.shape[-1]
-        taps = torch.bmm(rows, taps_weight.transpose(1, 2))  # [2, B·T, k·O]
-        out = taps.new_empty(batch, 2, segments, out_dim)
-        pre = torch.empty_like(out)
-        block = column_block(out_dim)
-        grid = (2 * batch * segments, triton.cdiv(out_dim, block))
-        temporal_conv_swish_forward_kernel[grid](
-            taps, biases, out, pre, batch * segments, segments, out_dim, KERNEL_SIZE=kernel_size, BLOCK=block
-        )
-        ctx.save_for_backward(x, audio_weight, rows, taps_weight, pre)
-        return out
 
-    @staticmethod
-    def backward(ctx, grad):
-        x, audio_weight, rows, taps_weight, pre = ctx.saved_tensors
-        batch, _, segments, out_dim = pre.shape
-        kernel_size = audio_weight.shape[-1]
-        grad_taps = pre.new_empty(2, batch, segments, kernel_size, out_dim)
-        block = column_block(out_dim)
-        grid = (2 * batch * segments, triton.cdiv(out_dim, block))
-        temporal_conv_swish_backward_kernel[grid](
-            grad.contiguous(), pre, grad_taps, batch * segments, segments, out_dim,
-            KERNEL_SIZE=kernel_size, BLOCK=block,
-        )
-        return modality_gemm_grads(ctx.needs_input_grad, grad_taps, rows, taps_weight, x, audio_weight)
+@temporal_conv_forward.register_fake
+def _(x, audio_weight, visual_weight, audio_bias, visual_bias, dtype):
+    out = x.new_empty(*x.shape[:3], audio_weight.shape[0], dtype=dtype)
+    return out, torch.empty_like(out)
+
+
+@torch.library.custom_op("avel_fast::temporal_conv_backward", mutates_args=())
+def temporal_conv_backward(
+    grad: torch.Tensor, x: torch.Tensor, audio_weight: torch.Tensor, visual_weight: torch.Tensor,
+    audio_bias: torch.Tensor, visual_bias: torch.Tensor, pre: torch.Tensor, grad_x: bool, grad_weights: bool,
+) -> list[torch.Tensor]:
+    """The requested gradients, in order: ``dx`` (with `grad_x`), then (with `grad_weights`) the audio and visual
+    weights' stacked ``[2, O, I, k]`` and biases' ``[2, O]``; the GEMM operands are rebuilt from the forward's
+    inputs."""
+    weights = (audio_weight, visual_weight, audio_bias, visual_bias)
+    rows, taps_weight, _ = modality_operands(x, weights, pre.dtype)
+    batch, _, segments, out_dim = pre.shape
+    kernel_size = audio_weight.shape[-1]
+    grad_taps = pre.new_empty(2, batch, segments, kernel_size, out_dim)
+    block = column_block(out_dim)
+    grid = (2 * batch * segments, triton.cdiv(out_dim, block))
+    temporal_conv_swish_backward_kernel[grid](
+        grad.contiguous(), pre, grad_taps, batch * segments, segments, out_dim,
+        KERNEL_SIZE=kernel_size, BLOCK=block,
+    )
+    grads = modality_gemm_grads(grad_taps, rows, taps_weight, x, audio_weight, grad_x, grad_weights)
+    return [tensor.contiguous() for tensor in grads if tensor is not None]
+
+
+@temporal_conv_backward.register_fake
+def _(grad, x, audio_weight, visual_weight, audio_bias, visual_bias, pre, grad_x, grad_weights):
+    weights = [torch.stack((audio_weight, visual_weight)), torch.stack((audio_bias, visual_bias))]
+    return ([torch.empty_like(x)] if grad_x else []) + ([torch.empty_like(w) for w in weights] if grad_weights else [])
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(*inputs[:5], output[1])
+
+
+def _backward(ctx, grad, _):
+    needs = ctx.needs_input_grad
+    grads = temporal_conv_backward(grad, *ctx.saved_tensors, needs[0], any(needs[1:5]))
+    grad_x = grads.pop(0) if needs[0] else None
+    grad_weights, grad_biases = grads or ((None, None), (None, None))
+    return grad_x, *grad_weights, *grad_biases, None
+
+
+temporal_conv_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def temporal_conv_swish(
+    x: torch.Tensor, audio_weight: torch.Tensor, visual_weight: torch.Tensor, audio_bias: torch.Tensor,
+    visual_bias: torch.Tensor, dtype: torch.dtype,
+) -> torch.Tensor:
+    """``Swish(Conv1d_k(x_m))`` of both modalities on ``[B, 2, T, I]`` (the ``triton`` backend), GEMM and output
+    in `dtype`."""
+    return temporal_conv_forward(x, audio_weight, visual_weight, audio_bias, visual_bias, dtype)[0]

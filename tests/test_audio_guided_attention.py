@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import avel_fast.nn.attention as fast_attention
 from _interpret import run_interpreted
+from _sync_probe import SyncProbe
 from avel_fast import models, reference
 from avel_fast.backend import triton_interpreted
 from avel_fast.nn import AudioGuidedAttention, patch, unpatch
@@ -98,7 +100,56 @@ def assert_model_matches_reference(name: str, batch: int, segments: int, train: 
                      [*expected[0], expected[1], expected[2], *expected[3].values()], names, rtol)
 
 
+class OutputSizes(TorchDispatchMode):
+    """Inside ``with OutputSizes() as sizes:``, ``sizes.numels`` lists the element count of every op's tensor
+    outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numels: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        outputs = result if isinstance(result, (tuple, list)) else (result,)
+        self.numels += [out.numel() for out in outputs if isinstance(out, torch.Tensor)]
+        return result
+
+
+def assert_maps_gradient_only_when_required(epilogue) -> None:
+    """The epilogue's backward creates no tensor the size of the maps ``[N, L, C]`` when the maps need no
+    gradient (the AVE/PSP training case), and gives the reference's gradient when they do."""
+    inputs = epilogue_inputs(3, 5, 3, 64)
+    for maps_need_grad in (False, True):
+        leaves = [x.clone().requires_grad_(i < 3 or maps_need_grad) for i, x in enumerate(inputs)]
+        attended, attention = epilogue(*leaves)
+        with OutputSizes() as sizes:
+            (attended.sum() + attention.sum()).backward()
+        assert (inputs[3].numel() in sizes.numels) == maps_need_grad
+    maps = inputs[3].clone().requires_grad_()
+    attended, attention = attention_epilogue(*inputs[:3], maps)
+    (attended.sum() + attention.sum()).backward()
+    torch.testing.assert_close(leaves[3].grad, maps.grad)
+
+
+def assert_models_sync_free() -> None:
+    """A forward+backward of every model records no op that would synchronise with a CUDA device."""
+    for name in MODELS:
+        fast, _ = twin_models(name)
+        with SyncProbe() as probe:
+            outputs = fast(torch.randn(2, 3, 128), torch.randn(2, 3, 7, 7, 512))
+            (outputs[0] if isinstance(outputs, tuple) else outputs).sum().backward()
+        assert probe.records == [], name
+
+
 # --- torch path ---------------------------------------------------------------------------------------------------
+
+def test_torch_epilogue_computes_the_maps_gradient_only_when_required():
+    assert_maps_gradient_only_when_required(fast_attention.AttentionEpilogueFunction.apply)
+
+
+def test_torch_path_models_do_not_synchronise(torch_backend):
+    assert_models_sync_free()
+
 
 def test_torch_epilogue_matches_reference():
     assert_epilogue_matches_reference(fast_attention.AttentionEpilogueFunction.apply)
@@ -205,21 +256,40 @@ def test_fast_segment_features_reproduce_the_forward_bit_for_bit(torch_backend, 
 # --- Triton kernels -------------------------------------------------------------------------------------------------
 
 def check_triton_epilogue_matches_reference():
-    from avel_fast.kernels.audio_guided_attention import TritonAttentionEpilogue
+    from avel_fast.kernels.audio_guided_attention import audio_guided_attention_forward
 
-    assert_epilogue_matches_reference(TritonAttentionEpilogue.apply)
+    assert_epilogue_matches_reference(audio_guided_attention_forward)
+    assert_maps_gradient_only_when_required(audio_guided_attention_forward)
+
+
+def check_custom_ops():
+    """`torch.library.opcheck` (schema, autograd registration, fake implementation, AOT dispatch) of both ops."""
+    from avel_fast.kernels import audio_guided_attention  # noqa: F401  (registers the ops)
+
+    inputs = epilogue_inputs(3, 5, 3, 7)
+    for maps_need_grad in (False, True):
+        leaves = [x.clone().requires_grad_(i < 3 or maps_need_grad) for i, x in enumerate(inputs)]
+        torch.library.opcheck(torch.ops.avel_fast.audio_guided_attention_forward.default, leaves)
+    grads = [torch.randn(3, 7), torch.randn(3, 5)]
+    backward = torch.ops.avel_fast.audio_guided_attention_backward
+    for given in [(0, 1), (0, None), (None, 1)]:
+        for grad_maps in (False, True):
+            args = (*[None if i is None else grads[i] for i in given], *inputs, torch.rand(3, 5), grad_maps)
+            torch.library.opcheck(backward.default, args)
+            assert len(backward(*args)) == 3 + (grad_maps and given[0] is not None)
 
 
 def check_triton_models_match_reference():
     for name in MODELS:
         assert_model_matches_reference(name, batch=1, segments=3, train=True)
+    assert_models_sync_free()
 
 
 def check_triton_refuses_a_tile_too_large():
-    from avel_fast.kernels.audio_guided_attention import TritonAttentionEpilogue
+    from avel_fast.kernels.audio_guided_attention import audio_guided_attention_forward
 
     try:
-        TritonAttentionEpilogue.apply(*epilogue_inputs(1, 129, 3, 4))
+        audio_guided_attention_forward(*epilogue_inputs(1, 129, 3, 4))
     except ValueError as error:
         assert "L, D <= 128, got L=129, D=3" in str(error)
     else:
@@ -238,7 +308,7 @@ def test_triton_kernels_lower_to_sm90_machine_code():
     from avel_fast.kernels import audio_guided_attention as kernels
 
     constants = {"BLOCK_L": 64, "BLOCK_D": 64, "BLOCK_C": kernels.CHANNEL_BLOCK,
-                 "HAS_GRAD_ATTENDED": True, "HAS_GRAD_ATTENTION": True}
+                 "HAS_GRAD_ATTENDED": True, "HAS_GRAD_ATTENTION": True, "GRAD_MAPS": False}
     float32_buffers = ("attention_ptr", "grad_attention_ptr", "grad_weight_ptr")
     for kernel in (kernels.attention_forward_kernel, kernels.attention_backward_kernel):
         signature = {
@@ -253,14 +323,14 @@ def test_triton_kernels_lower_to_sm90_machine_code():
 
 def test_triton_kernels_match_reference_interpreted():
     run_interpreted("test_audio_guided_attention", "check_triton_epilogue_matches_reference",
-                    "check_triton_models_match_reference", "check_triton_refuses_a_tile_too_large")
+                    "check_triton_models_match_reference", "check_triton_refuses_a_tile_too_large", "check_custom_ops")
 
 
 @needs_cuda
 def test_triton_epilogue_matches_reference_cuda():
-    from avel_fast.kernels.audio_guided_attention import TritonAttentionEpilogue
+    from avel_fast.kernels.audio_guided_attention import audio_guided_attention_forward
 
-    assert_epilogue_matches_reference(TritonAttentionEpilogue.apply, device="cuda")
+    assert_epilogue_matches_reference(audio_guided_attention_forward, device="cuda")
 
 
 @needs_cuda

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from _interpret import run_interpreted
+from _sync_probe import SyncProbe
 from avel_fast import reference
 from avel_fast.nn import GatedFusion
 from avel_fast.nn.fusion import GatedFusionFunction
@@ -86,6 +87,19 @@ def test_torch_path_passes_float64_gradcheck(kernel_size):
     assert torch.autograd.gradcheck(GatedFusionFunction.apply, (audio, visual, weight, bias))
 
 
+def assert_sync_free(module: GatedFusion) -> None:
+    """A forward+backward records no op that would synchronise with a CUDA device (`_sync_probe`)."""
+    audio, visual = (torch.randn(2, 5, module.dim, requires_grad=True) for _ in range(2))
+    with SyncProbe() as probe:
+        module(audio, visual).sum().backward()
+    assert probe.records == []
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_torch_path_does_not_synchronise(torch_backend, kernel_size):
+    assert_sync_free(GatedFusion(4, kernel_size))
+
+
 def test_cpu_tensors_take_the_torch_path_by_default(monkeypatch):
     monkeypatch.delenv("AVEL_FAST_BACKEND", raising=False)
     fast, _ = twin_modules(4, 3)
@@ -132,11 +146,23 @@ def check_triton_matches_reference() -> None:
         fast, ref = twin_modules(dim, kernel_size)
         assert_matches_reference(fast, ref, torch.randn(videos, segments, dim), torch.randn(videos, segments, dim))
     fast, _ = twin_modules(4, 3)
-    assert type(fast(torch.randn(2, 5, 4), torch.randn(2, 5, 4)).grad_fn).__name__ == "TritonGatedFusionBackward"
+    assert "avel_fast_gated_fusion_forward" in type(fast(torch.randn(2, 5, 4), torch.randn(2, 5, 4)).grad_fn).__name__
+    assert_sync_free(fast)
+
+
+def check_custom_ops() -> None:
+    """`torch.library.opcheck` (schema, autograd registration, fake implementation, AOT dispatch) of both ops."""
+    for kernel_size in (1, 3):
+        audio, visual = torch.randn(2, 3, 4, requires_grad=True), torch.randn(2, 3, 4, requires_grad=True)
+        weight, bias = torch.randn(4, 8, kernel_size, requires_grad=True), torch.randn(4, requires_grad=True)
+        torch.library.opcheck(torch.ops.avel_fast.gated_fusion_forward.default,
+                              (audio, visual, weight, bias, torch.float32))
+        inputs = [tensor.detach() for tensor in (torch.randn(2, 3, 4), audio, visual, weight)]
+        torch.library.opcheck(torch.ops.avel_fast.gated_fusion_backward.default, (*inputs, torch.rand(6, 4)))
 
 
 def test_triton_kernels_under_interpreter():
-    run_interpreted("test_gated_fusion", "check_triton_matches_reference")
+    run_interpreted("test_gated_fusion", "check_triton_matches_reference", "check_custom_ops")
 
 
 @needs_cuda

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from _interpret import run_interpreted
+from _sync_probe import SyncProbe
 from avel_fast import reference
 from avel_fast.backend import triton_interpreted
 from avel_fast.nn import DPBlock, RGCT, TemporalConv
@@ -77,6 +78,19 @@ def test_torch_path_passes_float64_gradcheck():
     assert torch.autograd.gradcheck(TemporalConvSwish.apply, (x, *parameters))
 
 
+def assert_sync_free(module: TemporalConv) -> None:
+    """A forward+backward records no op that would synchronise with a CUDA device (`_sync_probe`)."""
+    x = torch.randn(2, 2, 5, module.audio.in_channels, requires_grad=True)
+    with SyncProbe() as probe:
+        module(x).sum().backward()
+    assert probe.records == []
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+def test_torch_path_does_not_synchronise(torch_backend, kernel_size):
+    assert_sync_free(TemporalConv(4, 3, kernel_size))
+
+
 def test_dpblock_is_built_from_the_fast_modules(torch_backend):
     torch.manual_seed(0)
     ref = reference.DPBlock(5, 4).eval()
@@ -121,11 +135,26 @@ def check_triton_matches_reference() -> None:
         fast, ref = twin_modules(in_dim, out_dim, kernel_size)
         assert_matches_reference(fast, ref, torch.randn(videos, 2, segments, in_dim))
     fast, _ = twin_modules(4, 3)
-    assert type(fast(torch.randn(2, 2, 5, 4)).grad_fn).__name__ == "TritonTemporalConvSwishBackward"
+    assert "avel_fast_temporal_conv_forward" in type(fast(torch.randn(2, 2, 5, 4)).grad_fn).__name__
+    assert_sync_free(fast)
+
+
+def check_custom_ops() -> None:
+    """`torch.library.opcheck` (schema, autograd registration, fake implementation, AOT dispatch) of both ops."""
+    forward, backward = torch.ops.avel_fast.temporal_conv_forward.default, torch.ops.avel_fast.temporal_conv_backward
+    for needs_x in (True, False):
+        x = torch.randn(2, 2, 3, 4, requires_grad=needs_x)
+        weights = [torch.randn(3, 4, 3, requires_grad=True) for _ in range(2)] + [torch.randn(3) for _ in range(2)]
+        torch.library.opcheck(forward, (x, *weights, torch.float32))
+    x, pre = torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 3)
+    for flags in [(True, True), (True, False), (False, True)]:
+        args = (torch.randn(2, 2, 3, 3), x, *[weight.detach() for weight in weights], pre, *flags)
+        torch.library.opcheck(backward.default, args)
+        assert len(backward(*args)) == 1 * flags[0] + 2 * flags[1]
 
 
 def test_triton_kernels_under_interpreter():
-    run_interpreted("test_temporal_conv", "check_triton_matches_reference")
+    run_interpreted("test_temporal_conv", "check_triton_matches_reference", "check_custom_ops")
 
 
 @needs_cuda

@@ -4,8 +4,9 @@ The GEMMs stay dense (``affine_video``, ``affine_v`` on the 49 locations, ``affi
 follows them is one op with a hand-written backward: ``c = P + g 1ᵀ``, ``H = tanh(c)``, ``s = H w_f``,
 ``α = softmax(s)``, ``f = αᵀ V`` on the raw maps ``V``. Backward: ``dα = V df (+ the gradient of α when α is
 returned)``, ``ds = α ⊙ (dα − α·dα)``, ``dV = α dfᵀ``, ``dw_f = Σ ds Hᵀ``, ``dP = ds w_fᵀ ⊙ (1 − H²)``,
-``dg = Σ_d dP``. On CUDA the whole epilogue is one Triton kernel each way
-(`avel_fast.kernels.audio_guided_attention`), which never writes ``c``, ``H`` or the scores to memory.
+``dg = Σ_d dP``; ``dV`` only when the maps require a gradient (in training they do not). On CUDA the whole
+epilogue is one Triton kernel each way (the custom op `avel_fast::audio_guided_attention_forward`,
+`avel_fast.kernels.audio_guided_attention`), which never writes ``c``, ``H`` or the scores to memory.
 """
 from __future__ import annotations
 
@@ -22,20 +23,23 @@ def attention_backward(
     hidden: torch.Tensor,
     score_weight: torch.Tensor,
     maps: torch.Tensor,
+    grad_maps: bool,
 ):
     """Gradients of the projections ``[N, L, D]``, the audio term ``[N, L]``, ``w_f`` ``[D]`` and the raw maps
-    ``[N, L, C]`` (None without `grad_attended`) from those of the attended features and of ``α``."""
-    grad_maps = None
+    ``[N, L, C]`` from those of the attended features and of ``α``; the maps' is None unless `grad_maps` and
+    `grad_attended` is given (in training the maps need none)."""
+    grad_v = None
     grad_scores = torch.zeros_like(attention)
     if grad_attended is not None:
-        grad_maps = attention.unsqueeze(2) * grad_attended.unsqueeze(1)
+        if grad_maps:
+            grad_v = attention.unsqueeze(2) * grad_attended.unsqueeze(1)
         grad_scores = torch.bmm(maps, grad_attended.unsqueeze(2)).squeeze(2)
     if grad_attention is not None:
         grad_scores = grad_scores + grad_attention
     grad_scores = attention * (grad_scores - (attention * grad_scores).sum(dim=-1, keepdim=True))
     grad_weight = grad_scores.reshape(1, -1) @ hidden.reshape(-1, hidden.shape[-1])
     grad_projected = grad_scores.unsqueeze(2) * score_weight * (1 - hidden * hidden)
-    return grad_projected, grad_projected.sum(dim=2), grad_weight.view_as(score_weight), grad_maps
+    return grad_projected, grad_projected.sum(dim=2), grad_weight.view_as(score_weight), grad_v
 
 
 class AttentionEpilogueFunction(torch.autograd.Function):
@@ -53,7 +57,7 @@ class AttentionEpilogueFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_attended, grad_attention):
-        return attention_backward(grad_attended, grad_attention, *ctx.saved_tensors)
+        return attention_backward(grad_attended, grad_attention, *ctx.saved_tensors, ctx.needs_input_grad[3])
 
 
 def audio_guided_attention(layers, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,13 +69,13 @@ def audio_guided_attention(layers, audio: torch.Tensor, visual: torch.Tensor) ->
     batch, segments = audio.shape[:2]
     projected, audio_term, maps = reference.attention_operands(layers, audio, visual)
     if backend == "triton":
-        from avel_fast.kernels.audio_guided_attention import TritonAttentionEpilogue as function
+        from avel_fast.kernels.audio_guided_attention import audio_guided_attention_forward as epilogue
     else:
-        function = AttentionEpilogueFunction
+        epilogue = AttentionEpilogueFunction.apply
     dtype = projected.dtype  # the GEMMs' dtype: the autocast dtype under autocast, as the reference's bmm
     with torch.autocast(visual.device.type, enabled=False):
-        attended, attention = function.apply(projected, audio_term.to(dtype), layers.affine_h.weight[0].to(dtype),
-                                             maps.to(dtype))
+        attended, attention = epilogue(projected, audio_term.to(dtype), layers.affine_h.weight[0].to(dtype),
+                                       maps.to(dtype))
     return attended.view(batch, segments, -1), attention.view(batch, segments, -1)
 
 

@@ -2,61 +2,19 @@
 
 ``z = Conv1d_k([a, v])`` with ``W = [W_a, W_v]`` (``gate.weight[:, :D]`` and ``[:, D:]``) is
 ``Conv1d_k(a; W_a) + Conv1d_k(v; W_v)``: two GEMMs accumulating into one output, so ``[a, v]`` is never
-materialised (k > 1: the k taps side by side and a shifted sum, `avel_fast.nn.dpnet.sum_taps`). Then
-``g = σ(z + b)`` and ``out = v + g ⊙ (a − v)`` (= ``g ⊙ a + (1 − g) ⊙ v``). Backward by hand:
-``dz = dout ⊙ (a − v) ⊙ g(1 − g)``, ``da = dout ⊙ g + dz ⋆ W_a``, ``dv = dout ⊙ (1 − g) + dz ⋆ W_v``
-(⋆ = the transposed conv), ``dW = dzᵀ [a | v]`` per tap, ``db = Σ dz``.
+materialised (k > 1: the k taps side by side, `avel_fast.conv_gemm.gate_taps`, and a shifted sum,
+`avel_fast.nn.dpnet.sum_taps`). Then ``g = σ(z + b)`` and ``out = v + g ⊙ (a − v)`` (= ``g ⊙ a + (1 − g) ⊙ v``).
+Backward by hand: ``dz = dout ⊙ (a − v) ⊙ g(1 − g)``, ``da = dout ⊙ g + dz ⋆ W_a``,
+``dv = dout ⊙ (1 − g) + dz ⋆ W_v`` (⋆ = the transposed conv), ``dW = dzᵀ [a | v]`` per tap, ``db = Σ dz``.
 """
 from __future__ import annotations
 
 import torch
 
 from avel_fast.backend import select_backend
-from avel_fast.nn.dpnet import compute_dtype, conv_taps, spread_taps, sum_taps, unstacked_taps
+from avel_fast.conv_gemm import gate_gemm_grads, gate_operands, gate_taps
+from avel_fast.nn.dpnet import compute_dtype, spread_taps, sum_taps
 from avel_fast.reference import fusion as reference
-
-
-def gate_operands(audio: torch.Tensor, visual: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Contiguous rows ``[B·T, D]`` of audio and visual and the stacked taps of ``W_a`` and ``W_v`` ``[k·D, D]``,
-    in `compute_dtype`."""
-    dim = audio.shape[-1]
-    dtype = compute_dtype(audio)
-    rows = [x.reshape(-1, dim).to(dtype).contiguous() for x in (audio, visual)]
-    return rows[0], rows[1], conv_taps(weight[:, :dim]).to(dtype), conv_taps(weight[:, dim:]).to(dtype)
-
-
-def gate_taps(
-    audio_rows: torch.Tensor, visual_rows: torch.Tensor, audio_taps: torch.Tensor, visual_taps: torch.Tensor
-) -> torch.Tensor:
-    """``[B·T, k·D]``: ``a W_a + v W_v`` for every tap (the only GEMMs of the forward)."""
-    return torch.addmm(audio_rows @ audio_taps.t(), visual_rows, visual_taps.t())
-
-
-def gate_gemm_grads(
-    grad_taps: torch.Tensor,
-    direct_audio: torch.Tensor,
-    direct_visual: torch.Tensor,
-    operands: tuple[torch.Tensor, ...],
-    weight: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """da, dv ``[B·T, D]``, dW ``[D, 2D, k]`` and db from ``dY`` ``[B·T, k·D]`` and the elementwise parts of da, dv.
-
-    The transposed-conv GEMMs accumulate into the elementwise parts (`torch.addmm`); `operands` are the
-    `gate_operands` of the forward.
-    """
-    audio_rows, visual_rows, audio_taps, visual_taps = operands
-    kernel_size = weight.shape[-1]
-    grad_taps = grad_taps.to(audio_taps.dtype)
-    grad_weight = torch.cat(
-        [unstacked_taps(grad_taps.t() @ rows, kernel_size) for rows in (audio_rows, visual_rows)], dim=1
-    )
-    grad_bias = grad_taps.unflatten(1, (kernel_size, -1))[:, kernel_size // 2].sum(0)
-    return (
-        torch.addmm(direct_audio.to(grad_taps.dtype), grad_taps, audio_taps),
-        torch.addmm(direct_visual.to(grad_taps.dtype), grad_taps, visual_taps),
-        grad_weight.to(weight.dtype),
-        grad_bias.to(weight.dtype),
-    )
 
 
 class GatedFusionFunction(torch.autograd.Function):
@@ -64,7 +22,7 @@ class GatedFusionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, audio, visual, weight, bias):
-        operands = gate_operands(audio, visual, weight)
+        operands = gate_operands(audio, visual, weight, compute_dtype(audio))
         batch, segments, dim = audio.shape
         taps = gate_taps(*operands).view(batch, segments, weight.shape[-1], dim)
         pre = taps.squeeze(2) if weight.shape[-1] == 1 else sum_taps(taps, taps.new_empty(batch, segments, dim))
@@ -93,7 +51,7 @@ class GatedFusionFunction(torch.autograd.Function):
 class GatedFusion(reference.GatedFusion):
     """Drop-in `avel_fast.reference.GatedFusion`: same constructor, parameters and outputs.
 
-    Backend (docs/fast-path.md#backends): the Triton epilogue kernels on CUDA, `GatedFusionFunction` on CPU, the
+    Backend (docs/fast-path.md#backends): the Triton op on CUDA, `GatedFusionFunction` on CPU, the
     reference with ``AVEL_FAST_BACKEND=reference``. Under autocast the GEMMs and the gate are in the autocast
     dtype (as the reference's `nn.Conv1d`), the output in the promotion of that and the inputs' dtype (as the
     reference's).
@@ -106,7 +64,7 @@ class GatedFusion(reference.GatedFusion):
             return super().forward(audio, visual)
         self.check_input(audio, visual)
         if backend == "triton":
-            from avel_fast.kernels.gated_fusion import TritonGatedFusion
+            from avel_fast.kernels.gated_fusion import gated_fusion
 
-            return TritonGatedFusion.apply(audio, visual, self.gate.weight, self.gate.bias)
+            return gated_fusion(audio, visual, self.gate.weight, self.gate.bias, compute_dtype(audio))
         return GatedFusionFunction.apply(audio, visual, self.gate.weight, self.gate.bias)
