@@ -13,7 +13,7 @@ from _interpret import run_interpreted
 from avel_fast import reference
 from avel_fast.constants import BACKGROUND
 from avel_fast.nn import LSSLoss
-from avel_fast.nn.lss import by_row, lss_coefficients, lss_torch, pattern_table, row_coefficients
+from avel_fast.nn.lss import by_row, lss_coefficients, lss_torch, most_rows, pattern_table, row_coefficients
 
 BG = BACKGROUND
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -93,7 +93,14 @@ def test_table_rows_are_the_direct_rows_used_first():
             direct = torch.cat([coefficients[video, :, block], weights[video, :, block, None]], dim=1)[used[:, block]]
             assert torch.equal(table.rows[code, : len(direct), block], direct)
             assert not table.rows[code, len(direct) :, block].any()
-        assert table.used[code] == used.sum(0).max()
+    assert table.rows.shape[1] == 6  # rows per block: the same for every batch
+
+
+@pytest.mark.parametrize("segments", [1, 2, 5, 10])
+def test_the_host_row_count_is_the_most_rows_a_pattern_uses(segments):
+    every_pattern = torch.where((torch.arange(2**segments).unsqueeze(1) >> torch.arange(segments)) & 1 == 1, 0, BG)
+    _, weights = by_row(*lss_coefficients(every_pattern))
+    assert most_rows(segments) == (weights != 0).sum(1).max()
 
 
 def test_zero_norms_have_zero_subgradient_like_the_reference(torch_backend):
@@ -148,6 +155,25 @@ def test_reference_backend_runs_the_reference_loop(monkeypatch):
 def test_bad_input_is_rejected(torch_backend, features_shape, labels, message):
     with pytest.raises(ValueError, match=message):
         LSSLoss()(torch.randn(features_shape), labels)
+
+
+@pytest.mark.parametrize("check_labels,expected", [(True, [True, False, False]), (False, [False, False, False])])
+def test_the_label_range_is_read_on_the_first_call_only(torch_backend, monkeypatch, check_labels, expected):
+    checks = []
+    check = reference.lss.check_lss_input
+    monkeypatch.setattr(reference.lss, "check_lss_input", lambda *args, values: checks.append(values) or check(*args))
+    loss = LSSLoss(check_labels=check_labels)
+    for _ in range(3):
+        loss(torch.randn(2, 10, 3), random_labels(2, 10))
+    assert checks == expected
+
+
+def test_a_failed_first_check_is_repeated(torch_backend):
+    loss, features = LSSLoss(), torch.randn(2, 10, 3)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"labels must lie in 0\.\.28"):
+            loss(features, torch.full((2, 10), -1))
+    loss(features, random_labels(2, 10))
 
 
 def test_torch_compile_gives_the_same_result(torch_backend):

@@ -35,6 +35,16 @@ OWN_RELATIONS = ((1, 1, 0, 0, 0, 1), (0, 0, 1, 1, 1, 0))
 the other three neighbourhoods are always empty, so their keys/values are the biases."""
 
 
+OWN_RELATION_TENSORS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def own_relations(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`OWN_RELATIONS` as a ``[2, 6]`` tensor, built once per device and dtype (no host-to-device copy per step)."""
+    if (device, dtype) not in OWN_RELATION_TENSORS:
+        OWN_RELATION_TENSORS[device, dtype] = torch.tensor(OWN_RELATIONS, dtype=dtype, device=device)
+    return OWN_RELATION_TENSORS[device, dtype]
+
+
 def to_node_order(tensor: torch.Tensor, group_size: int) -> torch.Tensor:
     """``[B, 2, T, C] -> [2, B/G, T, G, C]`` (a view): modality, group, time, video of the group."""
     batch, _, steps, channels = tensor.shape
@@ -55,9 +65,9 @@ def relation_sources(means: torch.Tensor) -> torch.Tensor:
     sources = means.new_empty(NUM_RELATIONS, *means.shape[1:])
     temporal = sources[:4].unflatten(0, (2, 2))  # [modality, (forward, backward), B/G, T, D_in]
     temporal[:, 0, :, 1:] = means[:, :, :-1]
-    temporal[:, 0, :, 0] = 0
+    temporal[:, 0, :, 0].zero_()
     temporal[:, 1, :, :-1] = means[:, :, 1:]
-    temporal[:, 1, :, -1] = 0
+    temporal[:, 1, :, -1].zero_()
     sources[4:] = means
     return sources
 
@@ -106,7 +116,7 @@ class FusedRGCT(torch.autograd.Function):
 
         # eq. 13 on the existing neighbourhoods only, then (mean_r A) V of eq. 14 and the relation average
         small = torch.promote_types(x.dtype, torch.float32)  # dtype of the [nodes, 6, 6] attention tensors
-        own = torch.tensor(OWN_RELATIONS, dtype=small, device=x.device)
+        own = own_relations(x.device, small)
         query_blocks = query.view(2, pairs, group_size * NUM_RELATIONS, out_dim)
         real_scores = query.new_empty(2, pairs, group_size * NUM_RELATIONS, NUM_RELATIONS)
         for modality in range(2):
@@ -147,7 +157,7 @@ class FusedRGCT(torch.autograd.Function):
         out_dim = w2_weight.shape[0]
         pairs = groups * steps
         dtype = nodes.dtype
-        own = torch.tensor(OWN_RELATIONS, dtype=attention.dtype, device=nodes.device)
+        own = own_relations(nodes.device, attention.dtype)
 
         grad_pre_output = torch.ops.aten.silu_backward(
             to_node_order(grad_output.to(dtype), group_size).reshape(num_nodes, out_dim), pre_output
