@@ -236,24 +236,28 @@ class FusedRGCT(torch.autograd.Function):
         )
 
 
-def rgct_torch(module: reference.RGCT, x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """The PyTorch fast path of `RGCT.forward`: `FusedRGCT` with the reference's dropout mask, any device.
-
-    Under autocast the layer runs in the autocast dtype (inputs and parameters cast once, softmax in float32).
-    """
+def layer_inputs(module: reference.RGCT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """`x` and the ten parameters (q, k, v, w1, w2; weight then bias) in the dtype the layer computes in: the
+    autocast dtype under autocast (inputs and parameters cast once, softmax in float32), else that of `x`."""
     dtype = x.dtype
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
-    keep = None
-    if module.training and module.dropout.p > 0:
-        batch, _, steps, _ = x.shape
-        keep = module.dropout(torch.ones(batch, 2, steps, module.out_dim, dtype=dtype, device=x.device))
     parameters = [
         module.q.weight, module.q.bias, module.k.weight, module.k.bias, module.v.weight, module.v.bias,
         module.w1.weight, module.w1.bias, module.w2.weight, module.w2.bias,
     ]
+    return x.to(dtype), [p.to(dtype) for p in parameters]
+
+
+def rgct_torch(module: reference.RGCT, x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The PyTorch fast path of `RGCT.forward`: `FusedRGCT` with the reference's dropout mask, any device."""
+    x, parameters = layer_inputs(module, x)
+    keep = None
+    if module.training and module.dropout.p > 0:
+        batch, _, steps, _ = x.shape
+        keep = module.dropout(torch.ones(batch, 2, steps, module.out_dim, dtype=x.dtype, device=x.device))
     with torch.autocast(x.device.type, enabled=False):
-        return FusedRGCT.apply(x.to(dtype), keep, *(p.to(dtype) for p in parameters), group_size)
+        return FusedRGCT.apply(x, keep, *parameters, group_size)
 
 
 class RGCT(reference.RGCT):
@@ -263,8 +267,8 @@ class RGCT(reference.RGCT):
     the fused attention kernels of `avel_fast.kernels.rgct`, ``torch`` the `FusedRGCT` function above, ``reference`` the
     literal formulation. The torch path draws its dropout mask as the reference does (one ``[B, 2, T, D]``
     draw from the same generator), so both agree mask for mask under one seed; the Triton path draws its mask
-    inside the kernel (same distribution, different masks). Under `torch.compile` the torch path is traced
-    whole (no graph break); the Triton path is one graph break.
+    inside the kernel from a seed drawn on the device (same distribution, different masks). Under
+    `torch.compile` both paths are traced whole (no graph break; the Triton kernels are custom operators).
     """
 
     def forward(self, x: torch.Tensor, group_size: int = 1) -> torch.Tensor:
@@ -276,5 +280,7 @@ class RGCT(reference.RGCT):
         if backend == "triton":
             from avel_fast.kernels.rgct import rgct_triton
 
-            return rgct_triton(self, x, group_size)
+            x, parameters = layer_inputs(self, x)
+            with torch.autocast(x.device.type, enabled=False):
+                return rgct_triton(x, parameters, group_size, self.dropout.p if self.training else 0.0)
         return rgct_torch(self, x, group_size)
