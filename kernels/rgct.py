@@ -39,8 +39,8 @@ LAUNCH_ENV = "AVEL_FAST_RGCT_LAUNCH"
 DEFAULT_LAUNCH = (2048, 4)
 """``(elements, num_warps)``: the bound on the ``[BLOCK_G·8, 8, BLOCK_D]`` products a program holds, and its
 warps. ``AVEL_FAST_RGCT_LAUNCH=elements,warps`` overrides it (docs/fast-path.md#env); at the paper shapes
-(sm_90, D = 768) 2048,4 keeps both kernels at <= 78 registers and >= 6 CTAs per SM for G = 1 and 2, where the
-former 8192,4 took up to 233 registers (2-3 CTAs per SM)."""
+(sm_90, D = 768, bf16) 2048,4 keeps both kernels at <= 82 registers and >= 5 CTAs per SM for G = 1 and 2, where the
+former 8192,4 took up to 167 registers (3 CTAs per SM)."""
 
 
 @triton.jit
