@@ -9,6 +9,9 @@ fp32) and writes the video's loss and its row norms. The backward rebuilds the b
 into ``c_r = (d loss / d‖row_r‖) / ‖row_r‖`` (0 where the norm is 0, the subgradient the reference's
 `torch.linalg.vector_norm` takes; 0 where the shore hinge is inactive, as `F.relu`) and writes
 ``dF = (Σ_blocks Cᵀ diag(c) C) F`` block by block. All arithmetic in fp32.
+
+Both directions are PyTorch custom operators (``avel_fast::lss_forward`` / ``avel_fast::lss_backward``, with fake
+implementations and a registered autograd formula), so `torch.compile` captures the loss whole.
 """
 from __future__ import annotations
 
@@ -155,36 +158,63 @@ def blocks(segments: int, dim: int) -> dict[str, int]:
     }
 
 
-class TritonLandShoreSea(torch.autograd.Function):
-    """Per-video LSS ``[B]`` (fp32) from features ``[B, T, D]`` and labels ``[B, T]`` (the ``triton`` backend)."""
+@torch.library.custom_op("avel_fast::lss_forward", mutates_args=())
+def lss_forward(features: torch.Tensor, labels: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-video LSS ``[B]`` (fp32) of features ``[B, T, D]`` and labels ``[B, T]``, and the row norms
+    ``[B, 3, BLOCK_T]`` its backward reads: `lss_forward_kernel`, one program per video, grid ``(B,)``."""
+    batch, segments, dim = features.shape
+    sizes = blocks(segments, dim)
+    losses = features.new_empty(batch, dtype=torch.float32)
+    norms = features.new_empty(batch, 3, sizes["BLOCK_T"], dtype=torch.float32)
+    lss_forward_kernel[(batch,)](
+        features, labels, losses, norms, segments, dim, margin, *features.stride(), *labels.stride(),
+        BACKGROUND_LABEL=BACKGROUND, **sizes,
+    )
+    return losses, norms
 
-    @staticmethod
-    def forward(ctx, features, labels, margin):
-        batch, segments, dim = features.shape
-        sizes = blocks(segments, dim)
-        losses = features.new_empty(batch, dtype=torch.float32)
-        norms = features.new_empty(batch, 3, sizes["BLOCK_T"], dtype=torch.float32)
-        lss_forward_kernel[(batch,)](
-            features, labels, losses, norms, segments, dim, float(margin), *features.stride(), *labels.stride(),
-            BACKGROUND_LABEL=BACKGROUND, **sizes,
-        )
-        ctx.save_for_backward(features, labels, norms)
-        ctx.margin = margin
-        return losses
 
-    @staticmethod
-    def backward(ctx, grad_losses):
-        features, labels, norms = ctx.saved_tensors
-        batch, segments, dim = features.shape
-        grad_features = torch.empty(features.shape, device=features.device, dtype=features.dtype)
-        lss_backward_kernel[(batch,)](
-            features, labels, norms, grad_losses.contiguous(), grad_features, segments, dim, float(ctx.margin),
-            *features.stride(), *labels.stride(), BACKGROUND_LABEL=BACKGROUND, **blocks(segments, dim),
-        )
-        return grad_features, None, None
+@lss_forward.register_fake
+def _(features, labels, margin):
+    batch, segments, dim = features.shape
+    return (features.new_empty(batch, dtype=torch.float32),
+            features.new_empty(batch, 3, blocks(segments, dim)["BLOCK_T"], dtype=torch.float32))
+
+
+@torch.library.custom_op("avel_fast::lss_backward", mutates_args=())
+def lss_backward(grad_losses: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, norms: torch.Tensor,
+                 margin: float) -> torch.Tensor:
+    """The gradient ``[B, T, D]`` (contiguous, the dtype of `features`) of ``Σ_b grad_losses[b] · loss_b``:
+    `lss_backward_kernel`, one program per video, grid ``(B,)``."""
+    batch, segments, dim = features.shape
+    grad_features = torch.empty(features.shape, device=features.device, dtype=features.dtype)
+    lss_backward_kernel[(batch,)](
+        features, labels, norms, grad_losses.contiguous(), grad_features, segments, dim, margin,
+        *features.stride(), *labels.stride(), BACKGROUND_LABEL=BACKGROUND, **blocks(segments, dim),
+    )
+    return grad_features
+
+
+@lss_backward.register_fake
+def _(grad_losses, features, labels, norms, margin):
+    return torch.empty(features.shape, device=features.device, dtype=features.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    features, labels, margin = inputs
+    ctx.save_for_backward(features, labels, output[1])
+    ctx.margin = margin
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward(ctx, grad_losses, _):
+    features, labels, norms = ctx.saved_tensors
+    return torch.ops.avel_fast.lss_backward(grad_losses, features, labels, norms, ctx.margin), None, None
+
+
+torch.library.register_autograd("avel_fast::lss_forward", _backward, setup_context=_setup_context)
 
 
 def lss_triton(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
     """The batch-mean LSS on the ``triton`` backend (inputs already checked), in fp32 or the features' wider dtype."""
-    loss = TritonLandShoreSea.apply(features, labels, margin).mean()
+    loss = torch.ops.avel_fast.lss_forward(features, labels, float(margin))[0].mean()
     return loss.to(torch.promote_types(features.dtype, torch.float32))

@@ -13,7 +13,7 @@ from _interpret import run_interpreted
 from avel_fast import reference
 from avel_fast.constants import BACKGROUND
 from avel_fast.nn import LSSLoss
-from avel_fast.nn.lss import by_row, lss_coefficients, lss_torch, pattern_table, row_coefficients
+from avel_fast.nn.lss import by_row, lss_coefficients, lss_torch, most_rows, pattern_table, row_coefficients
 
 BG = BACKGROUND
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -93,7 +93,14 @@ def test_table_rows_are_the_direct_rows_used_first():
             direct = torch.cat([coefficients[video, :, block], weights[video, :, block, None]], dim=1)[used[:, block]]
             assert torch.equal(table.rows[code, : len(direct), block], direct)
             assert not table.rows[code, len(direct) :, block].any()
-        assert table.used[code] == used.sum(0).max()
+    assert table.rows.shape[1] == 6  # rows per block: the same for every batch
+
+
+@pytest.mark.parametrize("segments", [1, 2, 5, 10])
+def test_the_host_row_count_is_the_most_rows_a_pattern_uses(segments):
+    every_pattern = torch.where((torch.arange(2**segments).unsqueeze(1) >> torch.arange(segments)) & 1 == 1, 0, BG)
+    _, weights = by_row(*lss_coefficients(every_pattern))
+    assert most_rows(segments) == (weights != 0).sum(1).max()
 
 
 def test_zero_norms_have_zero_subgradient_like_the_reference(torch_backend):
@@ -150,6 +157,25 @@ def test_bad_input_is_rejected(torch_backend, features_shape, labels, message):
         LSSLoss()(torch.randn(features_shape), labels)
 
 
+@pytest.mark.parametrize("check_labels,expected", [(True, [True, False, False]), (False, [False, False, False])])
+def test_the_label_range_is_read_on_the_first_call_only(torch_backend, monkeypatch, check_labels, expected):
+    checks = []
+    check = reference.lss.check_lss_input
+    monkeypatch.setattr(reference.lss, "check_lss_input", lambda *args, values: checks.append(values) or check(*args))
+    loss = LSSLoss(check_labels=check_labels)
+    for _ in range(3):
+        loss(torch.randn(2, 10, 3), random_labels(2, 10))
+    assert checks == expected
+
+
+def test_a_failed_first_check_is_repeated(torch_backend):
+    loss, features = LSSLoss(), torch.randn(2, 10, 3)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"labels must lie in 0\.\.28"):
+            loss(features, torch.full((2, 10), -1))
+    loss(features, random_labels(2, 10))
+
+
 def test_torch_compile_gives_the_same_result(torch_backend):
     # aot_eager runs Dynamo and AOTAutograd; the label check reads label values (a graph break), the rest traces.
     torch.manual_seed(0)
@@ -182,11 +208,59 @@ def check_triton_matches_reference() -> None:
     strided = torch.randn(3, 8, 10).transpose(1, 2)
     assert_matches_reference(strided, random_labels(3, 10).t().contiguous().t(), margin=1.0)
     features = torch.randn(2, 10, 3, requires_grad=True)
-    assert "TritonLandShoreSeaBackward" in backward_nodes(LSSLoss()(features, random_labels(2, 10)))
+    assert "GeneratedBackwardFor_avel_fast_lss_forward_defaultBackward" in backward_nodes(
+        LSSLoss()(features, random_labels(2, 10))
+    )
+
+
+def check_opcheck() -> None:
+    """`torch.library.opcheck` (schema, fake tensors, autograd registration, AOT dispatch with dynamic shapes)."""
+    from avel_fast.kernels import lss as kernels
+
+    torch.manual_seed(0)
+    features, labels = torch.randn(3, 10, 5), random_labels(3, 10)
+    torch.library.opcheck(torch.ops.avel_fast.lss_forward.default, (features.requires_grad_(), labels, 2.0))
+    norms = kernels.lss_forward(features.detach(), labels, 2.0)[1]
+    torch.library.opcheck(torch.ops.avel_fast.lss_backward.default, (torch.randn(3), features.detach(), labels, norms, 2.0))
+
+
+def check_compile_captures_the_loss() -> None:
+    """``torch.compile(fullgraph=True)`` (``aot_eager``) captures the Triton loss after its first (checking) call:
+    the same loss and gradient as eager."""
+    torch.manual_seed(0)
+    features, labels = torch.randn(4, 10, 6), random_labels(4, 10)
+    loss = LSSLoss(2.0)
+    want = loss_and_grad(loss, features, labels)  # the first call reads the label range
+    got = loss_and_grad(torch.compile(loss, fullgraph=True, backend="aot_eager"), features, labels)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-7)
 
 
 def test_triton_kernels_under_interpreter():
-    run_interpreted("test_lss", "check_triton_matches_reference")
+    run_interpreted("test_lss", "check_triton_matches_reference", "check_opcheck", "check_compile_captures_the_loss")
+
+
+def test_paper_shape_kernels_compile_for_sm90_without_spills(monkeypatch):
+    """48 videos, T = 10, D = 768, fp32 and bf16 features: both kernels, launched as the operators launch them,
+    lower to sm_90 machine code with no spill and at least 2 resident CTAs per SM."""
+    pytest.importorskip("triton")
+    from _sm90 import paper_launch, sm90_usage
+
+    from avel_fast.kernels import lss as kernels
+
+    labels = torch.zeros(48, 10, dtype=torch.int64)
+    for dtype in (torch.float32, torch.bfloat16):
+        features = torch.empty(48, 10, 768, dtype=dtype)
+        norms = torch.empty(48, 3, 16)
+        launches = {
+            "lss_forward_kernel": (kernels.lss_forward, features, labels, 1.0),
+            "lss_backward_kernel": (kernels.lss_backward, torch.empty(48), features, labels, norms, 1.0),
+        }
+        for name, (launch, *args) in launches.items():
+            grid, args, kwargs = paper_launch(monkeypatch, kernels, name, launch, *args)
+            assert grid == (48,)
+            usage = sm90_usage(getattr(kernels, name), *args, **kwargs)
+            assert usage["spill_bytes"] == 0 and usage["ctas_per_sm"] >= 2, (name, dtype, usage)
 
 
 @needs_cuda

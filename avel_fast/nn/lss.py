@@ -76,11 +76,11 @@ TABLE_MAX_SEGMENTS = 12
 
 class PatternTable(NamedTuple):
     """`lss_coefficients` of all ``2**T`` foreground patterns (pattern ``Σ_t fg_t 2^t`` at that index), laid
-    out as `LandShoreSea` takes them: ``[2**T, T, 3, T + 1]``, entry ``[i, k]`` = the i-th used row of block k
-    (H, P, N) followed by its weight (zeros past the used rows)."""
+    out as `LandShoreSea` takes them: ``[2**T, R, 3, T + 1]``, entry ``[i, k]`` = the i-th used row of block k
+    (H, P, N) followed by its weight (zeros past the used rows); R = the most rows any pattern uses in one
+    block (6 for T = 10), so the rows of a batch have a shape that does not depend on its labels."""
 
     rows: torch.Tensor
-    used: torch.Tensor  # [2**T]: rows used in the larger block
     powers: torch.Tensor  # [T]: 2^t
 
 
@@ -88,6 +88,19 @@ def by_row(coefficients: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
     """``[B, 3T, T]``, ``[B, 3T]`` (blocks H, P, N) -> ``[B, T, 3, T]``, ``[B, T, 3]`` (row i of each block)."""
     batch, rows, segments = coefficients.shape
     return coefficients.view(batch, 3, -1, segments).transpose(1, 2), weights.view(batch, 3, -1).transpose(1, 2)
+
+
+def most_rows(segments: int) -> int:
+    """The most rows a foreground pattern of `segments` segments uses in one block (H: patches of length >= 2;
+    P, N: the shores of lands of length >= 2), counted on the host: building `pattern_table` reads nothing back."""
+    most = 0
+    for code in range(2**segments):
+        runs = reference.patches([(code >> t) & 1 == 1 for t in range(segments)])
+        halves = sum(stop - start >= 2 for start, stop, _ in runs)
+        shores = sum((index > 0) + (index + 1 < len(runs)) for index, (start, stop, land) in enumerate(runs)
+                     if land and stop - start >= 2)
+        most = max(most, halves, shores)
+    return most
 
 
 @functools.lru_cache(maxsize=8)
@@ -99,22 +112,23 @@ def pattern_table(segments: int, device: torch.device, dtype: torch.dtype) -> Pa
     used = weights != 0
     order = torch.argsort(~used, dim=1, stable=True)  # used rows first, per block
     rows = torch.cat([coefficients, weights.unsqueeze(3)], dim=3)
-    rows = rows.gather(1, order.unsqueeze(3).expand(-1, -1, -1, segments + 1)).contiguous()
-    return PatternTable(rows, used.sum(1).amax(1), powers)
+    rows = rows.gather(1, order.unsqueeze(3).expand(-1, -1, -1, segments + 1))
+    return PatternTable(rows[:, : most_rows(segments)].contiguous(), powers)
 
 
 def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """`lss_coefficients` by row: ``[B, R, 3, T]`` and ``[B, R, 3]``, R = the rows some video of the batch uses.
+    """`lss_coefficients` by row: ``[B, R, 3, T]`` and ``[B, R, 3]`` (no value read back, no shape that depends
+    on the labels).
 
-    Eagerly and for ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns); otherwise computed with
-    R = T, which is also what `torch.compile` traces (no cached table, no shape that depends on label values).
+    Eagerly and for ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns, R = its row count);
+    otherwise computed with R = T, which is also what `torch.compile` traces (no cached table).
     """
     segments = labels.shape[1]
     if segments > TABLE_MAX_SEGMENTS or torch.compiler.is_compiling():
         return by_row(*lss_coefficients(labels, dtype))
     table = pattern_table(segments, labels.device, dtype)
     codes = ((labels != BACKGROUND) * table.powers).sum(1)
-    rows = table.rows.index_select(0, codes)[:, : table.used.index_select(0, codes).max().item()]
+    rows = table.rows.index_select(0, codes)
     return rows[..., :segments], rows[..., segments]
 
 
@@ -159,10 +173,11 @@ class LSSLoss(reference.LSSLoss):
     """Drop-in `avel_fast.reference.LSSLoss` (same constructor and value), vectorised over the batch.
 
     Backend (docs/fast-path.md#backends, `avel_fast.backend.select_backend`): the Triton kernel on CUDA, the
-    batched PyTorch path on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. Under `torch.compile`
-    the input check (the reference's, it reads the label range) breaks the graph; the rest traces.
-    ``check_labels=False`` skips reading the label range (a device sync on CUDA) for labels checked when they
-    were loaded.
+    batched PyTorch path on CPU, the reference loop with ``AVEL_FAST_BACKEND=reference``. Shapes and dtypes are
+    checked on every call; the label range (reading it is a device sync on CUDA) only on the module's first
+    call with ``check_labels=True`` (where the data enters), never with ``check_labels=False`` (labels checked
+    when they were loaded). After that first call a step reads nothing back and traces whole under
+    `torch.compile`.
     """
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -170,7 +185,10 @@ class LSSLoss(reference.LSSLoss):
         backend = select_backend(features)
         if backend == "reference":
             return super().forward(features, labels)
-        reference.check_lss_input(features, labels, values=self.check_labels)
+        first_check = self.check_labels and not getattr(self, "labels_checked", False)
+        reference.check_lss_input(features, labels, values=first_check)
+        if first_check:
+            self.labels_checked = True
         labels = labels.to(features.device)
         if backend == "triton":
             from avel_fast.kernels.lss import lss_triton

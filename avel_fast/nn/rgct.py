@@ -35,6 +35,16 @@ OWN_RELATIONS = ((1, 1, 0, 0, 0, 1), (0, 0, 1, 1, 1, 0))
 the other three neighbourhoods are always empty, so their keys/values are the biases."""
 
 
+OWN_RELATION_TENSORS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def own_relations(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`OWN_RELATIONS` as a ``[2, 6]`` tensor, built once per device and dtype (no host-to-device copy per step)."""
+    if (device, dtype) not in OWN_RELATION_TENSORS:
+        OWN_RELATION_TENSORS[device, dtype] = torch.tensor(OWN_RELATIONS, dtype=dtype, device=device)
+    return OWN_RELATION_TENSORS[device, dtype]
+
+
 def to_node_order(tensor: torch.Tensor, group_size: int) -> torch.Tensor:
     """``[B, 2, T, C] -> [2, B/G, T, G, C]`` (a view): modality, group, time, video of the group."""
     batch, _, steps, channels = tensor.shape
@@ -55,9 +65,9 @@ def relation_sources(means: torch.Tensor) -> torch.Tensor:
     sources = means.new_empty(NUM_RELATIONS, *means.shape[1:])
     temporal = sources[:4].unflatten(0, (2, 2))  # [modality, (forward, backward), B/G, T, D_in]
     temporal[:, 0, :, 1:] = means[:, :, :-1]
-    temporal[:, 0, :, 0] = 0
+    temporal[:, 0, :, 0].zero_()
     temporal[:, 1, :, :-1] = means[:, :, 1:]
-    temporal[:, 1, :, -1] = 0
+    temporal[:, 1, :, -1].zero_()
     sources[4:] = means
     return sources
 
@@ -106,7 +116,7 @@ class FusedRGCT(torch.autograd.Function):
 
         # eq. 13 on the existing neighbourhoods only, then (mean_r A) V of eq. 14 and the relation average
         small = torch.promote_types(x.dtype, torch.float32)  # dtype of the [nodes, 6, 6] attention tensors
-        own = torch.tensor(OWN_RELATIONS, dtype=small, device=x.device)
+        own = own_relations(x.device, small)
         query_blocks = query.view(2, pairs, group_size * NUM_RELATIONS, out_dim)
         real_scores = query.new_empty(2, pairs, group_size * NUM_RELATIONS, NUM_RELATIONS)
         for modality in range(2):
@@ -147,7 +157,7 @@ class FusedRGCT(torch.autograd.Function):
         out_dim = w2_weight.shape[0]
         pairs = groups * steps
         dtype = nodes.dtype
-        own = torch.tensor(OWN_RELATIONS, dtype=attention.dtype, device=nodes.device)
+        own = own_relations(nodes.device, attention.dtype)
 
         grad_pre_output = torch.ops.aten.silu_backward(
             to_node_order(grad_output.to(dtype), group_size).reshape(num_nodes, out_dim), pre_output
@@ -226,24 +236,28 @@ class FusedRGCT(torch.autograd.Function):
         )
 
 
-def rgct_torch(module: reference.RGCT, x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """The PyTorch fast path of `RGCT.forward`: `FusedRGCT` with the reference's dropout mask, any device.
-
-    Under autocast the layer runs in the autocast dtype (inputs and parameters cast once, softmax in float32).
-    """
+def layer_inputs(module: reference.RGCT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """`x` and the ten parameters (q, k, v, w1, w2; weight then bias) in the dtype the layer computes in: the
+    autocast dtype under autocast (inputs and parameters cast once, softmax in float32), else that of `x`."""
     dtype = x.dtype
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
-    keep = None
-    if module.training and module.dropout.p > 0:
-        batch, _, steps, _ = x.shape
-        keep = module.dropout(torch.ones(batch, 2, steps, module.out_dim, dtype=dtype, device=x.device))
     parameters = [
         module.q.weight, module.q.bias, module.k.weight, module.k.bias, module.v.weight, module.v.bias,
         module.w1.weight, module.w1.bias, module.w2.weight, module.w2.bias,
     ]
+    return x.to(dtype), [p.to(dtype) for p in parameters]
+
+
+def rgct_torch(module: reference.RGCT, x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The PyTorch fast path of `RGCT.forward`: `FusedRGCT` with the reference's dropout mask, any device."""
+    x, parameters = layer_inputs(module, x)
+    keep = None
+    if module.training and module.dropout.p > 0:
+        batch, _, steps, _ = x.shape
+        keep = module.dropout(torch.ones(batch, 2, steps, module.out_dim, dtype=x.dtype, device=x.device))
     with torch.autocast(x.device.type, enabled=False):
-        return FusedRGCT.apply(x.to(dtype), keep, *(p.to(dtype) for p in parameters), group_size)
+        return FusedRGCT.apply(x, keep, *parameters, group_size)
 
 
 class RGCT(reference.RGCT):
@@ -253,8 +267,8 @@ class RGCT(reference.RGCT):
     the fused attention kernels of `avel_fast.kernels.rgct`, ``torch`` the `FusedRGCT` function above, ``reference`` the
     literal formulation. The torch path draws its dropout mask as the reference does (one ``[B, 2, T, D]``
     draw from the same generator), so both agree mask for mask under one seed; the Triton path draws its mask
-    inside the kernel (same distribution, different masks). Under `torch.compile` the torch path is traced
-    whole (no graph break); the Triton path is one graph break.
+    inside the kernel from a seed drawn on the device (same distribution, different masks). Under
+    `torch.compile` both paths are traced whole (no graph break; the Triton kernels are custom operators).
     """
 
     def forward(self, x: torch.Tensor, group_size: int = 1) -> torch.Tensor:
@@ -266,5 +280,7 @@ class RGCT(reference.RGCT):
         if backend == "triton":
             from avel_fast.kernels.rgct import rgct_triton
 
-            return rgct_triton(self, x, group_size)
+            x, parameters = layer_inputs(self, x)
+            with torch.autocast(x.device.type, enabled=False):
+                return rgct_triton(x, parameters, group_size, self.dropout.p if self.training else 0.0)
         return rgct_torch(self, x, group_size)
