@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot read benchmark results from {args.results}: {err}", file=sys.stderr)
         return 1
     machine = results.get("machine_info", {})
-    print(f"# {args.results.name}: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
+    device = machine.get("gpu") or machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?"))
+    print(f"# {args.results.name}: {device}, "
           f"{results.get('datetime', '')}")
     print(f"{'group':<28} {'impl':<12} {'median':>10}  speed-up vs baseline")
     for group, impl, baseline, median, ratio, over_compiled in rows:

@@ -5,7 +5,8 @@ Each workload is one reference module, its fast twin (`avel_fast.nn.patch` of a 
 scalar of its output whose forward and backward launch the op's kernels. Shapes are the papers': DPNet D = 768,
 48 videos and their 48 linked replicas (G = 2; G = 1: the 48 videos), T = 10, two modalities; EDRNet d = 768
 (gated fusion k = 3, LSS on ``[48, 10, 768]``); the AVE/PSP attention on 7x7x512 maps, 64 videos. `videos`
-scales the batch (the CUDA smoke and the dry run use fewer).
+scales the batch (the CUDA smoke and the dry run use fewer). `STEPS` are the whole paper-size training steps of
+DPNet and EDRNet (what `gpu_run.py --dry-run` estimates from; too large to run on a CPU).
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from avel_fast import reference
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, VISUAL_SHAPE
 from avel_fast.nn import patch
+from avel_fast.train.config import TrainConfig
 
 DIM, SEGMENTS = 768, 10
 
@@ -37,7 +40,8 @@ class Workload:
 
     def modules(self, device: str) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The reference module and its fast twin on `device`, with the same weights."""
-        module = self.build().to(device).train(self.training)
+        with torch.device(device):
+            module = self.build().train(self.training)
         return module, patch(copy.deepcopy(module))
 
 
@@ -95,3 +99,35 @@ WORKLOADS = (
     Workload("attention", reference.AudioGuidedAttention, _attention_inputs, _attention_objective, videos=64),
 )
 """The paper-shape workloads, one per fast op and configuration (module docstring)."""
+
+
+def _step_inputs(videos: int, device: str, visual_shape: tuple[int, ...]) -> list:
+    labels = torch.randint(0, NUM_CLASSES, (videos, SEGMENTS), device=device)
+    return [torch.randn(videos, SEGMENTS, AUDIO_DIM, device=device),
+            torch.randn(videos, SEGMENTS, *visual_shape, device=device), labels]
+
+
+def _dpnet_loss(model, audio, visual, labels) -> torch.Tensor:
+    return F.cross_entropy(model(audio, visual, group_size=2).flatten(0, 1), labels.flatten())
+
+
+class _EDRNetObjective(torch.nn.Module):
+    """EDRNet with its LSS loss as one module, so `patch` swaps both: cross-entropy + 0.1·LSS (the SEL objective)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model, self.lss = reference.EDRNet(dim=DIM), reference.LSSLoss()
+
+    def forward(self, audio, visual, labels) -> torch.Tensor:
+        logits, features = self.model(audio, visual, return_features=True)
+        cross_entropy = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return cross_entropy + TrainConfig.lss_weight * self.lss(features, labels)
+
+
+STEPS = (
+    Workload("dpnet-step", lambda: reference.DPNet(dim=DIM),
+             lambda videos, device: _step_inputs(videos, device, VISUAL_SHAPE[-1:]), _dpnet_loss, 96, training=True),
+    Workload("edrnet-step", _EDRNetObjective, lambda videos, device: _step_inputs(videos, device, VISUAL_SHAPE),
+             lambda module, *inputs: module(*inputs), 48, training=True),
+)
+"""One paper-size training step of each model (48 videos; DPNet with their 48 linked replicas)."""
