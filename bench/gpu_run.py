@@ -46,12 +46,14 @@ HEADLINE_ORDER = [
     "test_model_forward_backward[reference", "test_model_forward_backward[fast-",
     "test_lss_forward_backward[reference", "test_lss_forward_backward[fast-", "test_attention_forward_backward",
     "test_rgct_forward_backward[compile", "test_rgct_forward_backward[fast+compile",
-    "test_model_forward_backward[compile-dpnet-fp32", "test_model_forward_backward[fast+compile-dpnet-fp32",
-    "test_model_forward_backward[compile-edrnet-fp32", "test_model_forward_backward[fast+compile-edrnet-fp32",
+    "test_lss_forward_backward[fast+compile",
     "test_model_forward_backward[compile-dpnet-bf16", "test_model_forward_backward[fast+compile-dpnet-bf16",
     "test_model_forward_backward[compile-edrnet-bf16", "test_model_forward_backward[fast+compile-edrnet-bf16",
+    "test_model_forward_backward[compile-dpnet-fp32", "test_model_forward_backward[fast+compile-dpnet-fp32",
+    "test_model_forward_backward[compile-edrnet-fp32", "test_model_forward_backward[fast+compile-edrnet-fp32",
 ]
-"""The order the headline rows run in: every eager row, then each compile(reference) beside its fast+compile."""
+"""The order the headline rows run in: every eager row, then each compile(reference) beside its fast+compile, bf16
+first (where eager steps are host-bound and compiling matters most)."""
 DRY_RUN_REST = "test_temporal_conv_forward and not backward and not compile"
 
 
