@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 import _results
+import speedup_table
 
 BENCH = Path(__file__).resolve().parent
 BUDGET_SECONDS = 420.0
@@ -83,7 +84,8 @@ def smoke(device: str, videos: int | None, results: Path, workloads: tuple | Non
         try:
             torch.manual_seed(0)
             reference, fast = workload.modules(device)
-            reference.eval(), fast.eval()  # no dropout: the Triton kernels draw other masks
+            reference.eval()  # no dropout: the Triton kernels draw other masks
+            fast.eval()
             inputs = workload.inputs(videos or workload.videos, device)
             tensors = [x for x in inputs if isinstance(x, torch.Tensor) and x.requires_grad]
             errors = []
@@ -177,8 +179,6 @@ def run(results: Path, budget: float, dry_run: bool) -> int:
               stage_env(results, "paper-epoch", deadline))
     rest = DRY_RUN_REST if dry_run else None  # every benchmark the headline did not run
     run_stage("rest", pytest_command(rest), results, deadline, stage_env(results, "rest", deadline, dry_run=dry_run))
-    import speedup_table
-
     speedup_table.main([str(results)])
     print(f"results: {results}")
     return 0
@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=BUDGET_SECONDS, help="seconds the whole run may take")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="directory of the results file")
-    parser.add_argument("--dry-run", action="store_true", help="the pipeline on the CPU at tiny sizes, and the estimate")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="the pipeline on the CPU at tiny sizes, and the estimate")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # stage 1, run by the driver
     parser.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -70,7 +70,8 @@ def kernel_modules() -> list:
     """Every module of `avel_fast.kernels` (imported: its ``@triton.jit`` functions are compiled ones only if
     Triton's interpreter is off at import)."""
     package = importlib.import_module("avel_fast.kernels")
-    return [importlib.import_module(f"{package.__name__}.{info.name}") for info in pkgutil.iter_modules(package.__path__)]
+    names = [info.name for info in pkgutil.iter_modules(package.__path__)]
+    return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
 
 
 def kernels() -> dict[str, object]:
@@ -153,7 +154,10 @@ def capture_launches(workload: str, launches: list[Launch]) -> Iterator[None]:
     finally:
         JITFunction.run = original
         for name, value in saved.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_workload(workload: Workload, module: torch.nn.Module, device: str, videos: int | None = None) -> None:
@@ -271,10 +275,6 @@ def lower_bound_seconds(bytes_moved: float, flops: float | None, gpu: Gpu = H100
     return max(bytes_moved / gpu.bandwidth, (flops or 0.0) / peak(precision, gpu))
 
 
-def _elements(rows: int, dim: int) -> int:
-    return rows * dim
-
-
 FLOPS: dict[str, Callable[[dict, tuple], float]] = {
     # RGCT, per node (G videos x 2 modalities x T per program): 6x6 scores of length D, mean_r A times V,
     # Swish + dropout + add; backward: dA·V, dS·K, dSᵀ·Q, Āᵀ·dNĀ and the epilogues.
@@ -282,12 +282,12 @@ FLOPS: dict[str, Callable[[dict, tuple], float]] = {
     "_attention_backward": lambda a, grid: a["num_groups"] * a["group_size"] * 2 * a["steps"] * a["dim"] * (
         12 + 72 + 72 + 12 + 10),
     # TemporalConv + Swish: the k-tap sum, bias, SiLU; backward: SiLU' and the spread.
-    "temporal_conv_swish_forward_kernel": lambda a, grid: _elements(2 * a["rows_per_modality"], a["dim"]) * (
+    "temporal_conv_swish_forward_kernel": lambda a, grid: 2 * a["rows_per_modality"] * a["dim"] * (
         a["KERNEL_SIZE"] + 5),
-    "temporal_conv_swish_backward_kernel": lambda a, grid: _elements(2 * a["rows_per_modality"], a["dim"]) * 8,
+    "temporal_conv_swish_backward_kernel": lambda a, grid: 2 * a["rows_per_modality"] * a["dim"] * 8,
     # gated fusion: tap sum, bias, sigmoid, convex combination; backward: three products and the spread.
-    "gated_fusion_forward_kernel": lambda a, grid: _elements(grid[0], a["dim"]) * (a["KERNEL_SIZE"] + 8),
-    "gated_fusion_backward_kernel": lambda a, grid: _elements(grid[0], a["dim"]) * 8,
+    "gated_fusion_forward_kernel": lambda a, grid: grid[0] * a["dim"] * (a["KERNEL_SIZE"] + 8),
+    "gated_fusion_backward_kernel": lambda a, grid: grid[0] * a["dim"] * 8,
     # LSS, per video: three [T', T'] x [T', D] products (T' = BLOCK_T, padded) and their squares; backward:
     # three [T', T'] Gram matrices and one [T', T'] x [T', D] product.
     "lss_forward_kernel": lambda a, grid: grid[0] * 6 * a["BLOCK_T"] * (a["BLOCK_T"] + 1) * a["dim"],

@@ -12,6 +12,7 @@ fused `FUSION` to a kernel and issued from compiled code.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +33,8 @@ FUSION = 4
 PRECISION_PEAK = {"fp32": "fp32", "bf16": "bf16"}
 """The peak the GEMMs of a run reach: fp32 runs use no TF32 (PyTorch's default for matmuls), bf16 autocast
 the dense bf16 tensor cores; bf16 halves the bytes of every PyTorch op (Triton kernels keep fp32 math)."""
-_FREE = {"empty", "empty_strided", "new_empty", "detach", "_local_scalar_dense", "lift_fresh", "alias", "zeros_like"}
+_FREE = {"empty", "empty_strided", "new_empty", "detach", "_local_scalar_dense", "lift_fresh", "alias"}
+"""Ops that launch no kernel (allocations, aliases)."""
 
 
 @dataclass
@@ -54,7 +56,8 @@ class StepCount:
         others = len(self.ops) - self.gemms
         kernels = self.gemms + (math.ceil(others / FUSION) if compiled else others) + len(self.launches)
         gpu_seconds = sum(max(size * scale / gpu.bandwidth, flops / peak) for size, flops in self.ops)
-        gpu_seconds += sum(kernel_report.lower_bound_seconds(launch.bytes, launch.flops, gpu) for launch in self.launches)
+        gpu_seconds += sum(kernel_report.lower_bound_seconds(launch.bytes, launch.flops, gpu)
+                           for launch in self.launches)
         gpu_seconds += kernels * GPU_LAUNCH_SECONDS
         if compiled:
             host = kernels * HOST_SECONDS["compiled"]
@@ -79,7 +82,8 @@ class _OpCounter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if func.is_view or name in _FREE:
             return out
-        tensors = {id(t): t for t in torch.utils._pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)}
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs, out))
+        tensors = {id(t): t for t in leaves if isinstance(t, torch.Tensor)}
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         counter = flop_registry.get(func.overloadpacket)
         flops = float(counter(*args, **kwargs, out_val=out)) if counter is not None else 0.0
@@ -90,7 +94,8 @@ class _OpCounter(TorchDispatchMode):
 def count_step(workload: Workload, fast: bool) -> StepCount:
     """The kernels of one forward and backward of `workload` at its paper batch, reference or fast."""
     count = StepCount()
-    with FakeTensorMode(allow_non_fake_inputs=True):
+    with FakeTensorMode(allow_non_fake_inputs=True), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")  # deepcopy asks
         reference, fast_module = workload.modules("cpu")
         module = fast_module if fast else reference
         inputs = workload.inputs(workload.videos, "cpu")
