@@ -1,7 +1,8 @@
 """RGCT benchmarks (docs/fast-path.md#speed): reference vs fast (`avel_fast.nn.RGCT`: the Triton kernels on CUDA,
 the torch path on CPU) vs ``torch.compile(reference)`` vs ``torch.compile(fast)`` (``fast+compile``), forward
 (eval, no grad) and forward+backward (training, dropout on, input requiring grad as inside DPNet), without
-linkage (G = 1: 48 videos) and with it (G = 2: 48 videos and their 48 replicas). Sizes: D_in = D = 256 on CPU, the paper's D = 768 on CUDA."""
+linkage (G = 1: 48 videos) and with it (G = 2: 48 videos and their 48 replicas). Sizes: D_in = D = 256 on CPU,
+the paper's D = 768 on CUDA."""
 import pytest
 import torch
 
