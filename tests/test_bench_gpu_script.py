@@ -58,6 +58,7 @@ def test_gpu_script_dry_run_writes_results_and_prints_the_estimate(tmp_path):
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_a_spent_budget_stops_the_stages_and_keeps_the_results(tmp_path):
+    pytest.importorskip("triton")  # the estimate records the Triton launches
     started = time.time()
     result = run_script("--dry-run", "--budget-s", "4", "--out", str(tmp_path), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
