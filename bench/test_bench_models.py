@@ -1,10 +1,12 @@
 """Model benchmarks (docs/fast-path.md#speed): a DPNet and an EDRNet training step and a full quick-preset DPNet epoch,
-`avel_fast.reference` vs the fast models (`avel_fast.models`, same parameters) vs ``torch.compile(reference)``.
+`avel_fast.reference` vs the fast models (`avel_fast.models`, same parameters) vs ``torch.compile(reference)`` vs
+``torch.compile(fast)`` (``fast+compile``).
 
 Steps: forward (eval, no grad) and forward+backward of the paper's SEL loss (DPNet: cross-entropy on 48 videos
 and their 48 linked replicas, ``group_size=2``; EDRNet: cross-entropy + 0.1·LSS on 48 videos of 7x7 maps).
 Sizes: the paper's (D = 768, 512 visual channels) on CUDA; D = 256 and 64 EDRNet visual channels on CPU. The
-epoch is one epoch of `avel-fast train dpnet --preset quick` (the engine's own loop, synthetic data).
+training step runs in fp32 and, on CUDA, under bf16 autocast (``--precision bf16``). The epoch is one epoch of
+`avel-fast train dpnet --preset quick` (the engine's own loop, synthetic data).
 """
 import pytest
 import torch
@@ -20,26 +22,26 @@ from avel_fast.train.runtime import seed_everything
 
 VISUAL_CHANNELS = None if CUDA else 64
 VIDEOS, SEGMENTS = 48, 10
-IMPLS = ["reference", "fast", "compile"]
+IMPLS = ["reference", "fast", "compile", "fast+compile"]
 MODELS = {"dpnet": (reference.DPNet, models.DPNet), "edrnet": (reference.EDRNet, models.EDRNet)}
 
 
 def build(impl: str, name: str):
     """(callable model, module holding the parameters, LSS loss) for `impl`, the same weights for every impl."""
-    if impl == "compile" and not CUDA:
+    if impl.endswith("compile") and not CUDA:
         pytest.skip("torch.compile of a whole model takes minutes to warm up on 2 CPU cores; measured on CUDA only")
     kwargs = dict(dim=DIM) if name == "dpnet" else dict(dim=DIM, visual_channels=VISUAL_CHANNELS)
     reference_class, fast_class = MODELS[name]
     torch.manual_seed(0)
     ref = reference_class(**kwargs).to(DEVICE)
-    lss = fast_nn.LSSLoss() if impl == "fast" else reference.LSSLoss()
+    lss = reference.LSSLoss() if impl in ("reference", "compile") else fast_nn.LSSLoss()
     if impl == "reference":
         return ref, ref, lss
-    if impl == "fast":
-        fast = fast_class(**kwargs).to(DEVICE)
-        fast.load_state_dict(ref.state_dict())
-        return fast, fast, lss
-    return torch.compile(ref), ref, lss
+    if impl == "compile":
+        return torch.compile(ref), ref, lss
+    fast = fast_class(**kwargs).to(DEVICE)
+    fast.load_state_dict(ref.state_dict())
+    return (fast if impl == "fast" else torch.compile(fast)), fast, lss
 
 
 def inputs(name: str):
@@ -81,21 +83,25 @@ def test_model_forward(benchmark, impl, name):
     assert logits.shape == (len(audio), SEGMENTS, NUM_CLASSES)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", ["dpnet", "edrnet"])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_model_forward_backward(benchmark, impl, name):
+def test_model_forward_backward(benchmark, impl, name, precision):
+    if precision == "bf16" and not CUDA:
+        pytest.skip("bf16 autocast steps are measured on CUDA (the CPU has no fast bf16 arithmetic)")
     model, owner, lss = build(impl, name)
     owner.train()
     batch = inputs(name)
 
     def step():
         owner.zero_grad(set_to_none=True)
-        loss = loss_of(name, model, lss, *batch)
+        with torch.autocast(DEVICE, torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_of(name, model, lss, *batch)
         loss.backward()
         synchronize()
         return loss
 
-    record(benchmark, f"{name}-step/fwd+bwd", impl)
+    record(benchmark, f"{name}-step/fwd+bwd" if precision == "fp32" else f"{name}-step-bf16/fwd+bwd", impl)
     loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
     assert torch.isfinite(loss)
 

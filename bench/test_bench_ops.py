@@ -1,5 +1,6 @@
 """Benchmarks of gated fusion, TemporalConv + Swish and the LSS loss (docs/fast-path.md#speed): reference vs fast
-(`avel_fast.nn`: the Triton kernels on CUDA, the torch path on CPU) vs ``torch.compile(reference)``.
+(`avel_fast.nn`: the Triton kernels on CUDA, the torch path on CPU) vs ``torch.compile(reference)`` vs
+``torch.compile(fast)`` (``fast+compile``).
 
 Forward (no grad) and forward+backward (inputs and parameters requiring grad, as inside the models), B = 48
 videos of T = 10 segments, D = 256 on CPU and the paper's D = 768 on CUDA. LSS labels are training batches:
@@ -20,18 +21,18 @@ from avel_fast.data.synthetic import synthetic_labels
 from avel_fast.nn import GatedFusion, LSSLoss, TemporalConv, patch
 
 VIDEOS, SEGMENTS = 48, 10
-IMPLS = ["reference", "fast", "compile"]
+IMPLS = ["reference", "fast", "compile", "fast+compile"]
 
 
 def build(impl: str, reference_module):
     """The module under test for `impl` and the module holding its parameters: the reference, a patched copy
-    (`avel_fast.nn.patch`: the fast class, same parameter values) or the compiled reference."""
+    (`avel_fast.nn.patch`: the fast class, same parameter values), the compiled reference or the compiled copy."""
     if impl == "reference":
         return reference_module, reference_module
-    if impl == "fast":
-        fast = patch(copy.deepcopy(reference_module))
-        return fast, fast
-    return torch.compile(reference_module), reference_module
+    if impl == "compile":
+        return torch.compile(reference_module), reference_module
+    fast = patch(copy.deepcopy(reference_module))
+    return (fast if impl == "fast" else torch.compile(fast)), fast
 
 
 def make_gated_fusion(kernel_size: int) -> reference.GatedFusion:
@@ -80,8 +81,8 @@ def run_forward_backward(benchmark, module, inputs, parameters, group: str, impl
 @pytest.mark.parametrize("kernel_size", [1, 3])
 @pytest.mark.parametrize("impl", IMPLS)
 def test_gated_fusion_forward(benchmark, impl, kernel_size):
-    module, _ = build(impl, make_gated_fusion(kernel_size))
-    assert isinstance(module, GatedFusion) == (impl == "fast")
+    module, owner = build(impl, make_gated_fusion(kernel_size))
+    assert isinstance(owner, GatedFusion) == impl.startswith("fast")
     output = run_forward(benchmark, module, gated_fusion_inputs(), f"gated_fusion-k{kernel_size}/fwd", impl)
     assert output.shape == (VIDEOS, SEGMENTS, DIM)
 
@@ -97,8 +98,8 @@ def test_gated_fusion_forward_backward(benchmark, impl, kernel_size):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_temporal_conv_forward(benchmark, impl):
-    module, _ = build(impl, make_temporal_conv())
-    assert isinstance(module, TemporalConv) == (impl == "fast")
+    module, owner = build(impl, make_temporal_conv())
+    assert isinstance(owner, TemporalConv) == impl.startswith("fast")
     output = run_forward(benchmark, module, temporal_conv_inputs(), "temporal_conv/fwd", impl)
     assert output.shape == (VIDEOS, 2, SEGMENTS, DIM)
 
@@ -133,6 +134,7 @@ def test_lss_forward_backward(benchmark, impl, training_set):
     torch.manual_seed(0)
     features = torch.randn(VIDEOS, SEGMENTS, DIM, device=DEVICE, requires_grad=True)
     loss = reference.LSSLoss() if impl == "reference" else LSSLoss()
+    loss = torch.compile(loss) if impl == "fast+compile" else loss
 
     def step():
         grad = torch.autograd.grad(loss(features, labels), features)[0]
