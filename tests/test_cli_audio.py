@@ -2,9 +2,12 @@
 import h5py
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
-from avel_fast.audio import read_features, read_targets, texture_statistics
+from avel_fast.audio import SoundFeatures, read_features, read_targets, texture_statistics, write_features
+from avel_fast.audio import targets as targets_module
+from avel_fast.audio.targets import KMeansResult
 from avel_fast.cli.main import app
 
 soundfile = pytest.importorskip("soundfile")
@@ -99,3 +102,28 @@ def test_clusters_refuses_more_clusters_than_rows(tmp_path):
     assert invoke("textures", tmp_path / "a.wav", tmp_path / "t.h5").exit_code == 0
     one_line_error(invoke("clusters", tmp_path / "t.h5", tmp_path / "c.h5", "--k", "2"), "exceeds the 1 feature rows")
     assert not (tmp_path / "c.h5").exists()
+
+
+def duplicate_features(path):
+    rows = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    write_features(path, SoundFeatures(np.tile(rows, (4, 1)), tuple(f"c{i}.wav" for i in range(12)), "mfcc", "x"))
+
+
+def test_clusters_refuses_more_clusters_than_distinct_rows(tmp_path):
+    duplicate_features(tmp_path / "f.h5")
+    one_line_error(invoke("clusters", tmp_path / "f.h5", tmp_path / "c.h5", "--k", "4"),
+                   f"{tmp_path / 'f.h5'}: k = 4 exceeds the 3 distinct rows")
+    assert not (tmp_path / "c.h5").exists()
+    assert invoke("clusters", tmp_path / "f.h5", tmp_path / "c.h5", "--k", "3").exit_code == 0
+
+
+def test_clusters_warns_of_an_empty_cluster(tmp_path, monkeypatch):
+    duplicate_features(tmp_path / "f.h5")
+
+    def one_cluster_empty(points, k, n_init, max_iter, seed):
+        return KMeansResult(torch.arange(points.shape[0]) % (k - 1), points[:k], 1.0)
+
+    monkeypatch.setattr(targets_module, "sklearn_kmeans", one_cluster_empty)
+    result = invoke("clusters", tmp_path / "f.h5", tmp_path / "c.h5", "--k", "3")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "warning: k-means: 1 of the K = 3 clusters are empty (3 distinct rows)"
