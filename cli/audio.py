@@ -44,13 +44,17 @@ def _summaries(kind: str, source: Path, out: Path, per_segment: bool, method: st
             options["method"] = method
 
         def summarise(path: Path) -> np.ndarray:
-            samples, rate = read_wav(path)
-            clips = segment_windows(samples, rate) if per_segment else samples
             summary = texture_statistics if kind == "textures" else mfcc_vector
             try:
-                return summary(clips, rate, **options).cpu().numpy()
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
+                samples, rate = read_wav(path)  # its errors name the file
+                try:
+                    clips = segment_windows(samples, rate) if per_segment else samples
+                    return summary(clips, rate, **options).cpu().numpy()
+                except ValueError as err:
+                    raise ValueError(f"{path}: {err}") from None
+            except (MemoryError, RuntimeError) as err:  # numpy's _ArrayMemoryError, torch's allocator
+                reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+                raise ValueError(f"{path}: out of memory or another resource ({reason})") from None
 
         rows = []
         columns = (TextColumn(kind), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
