@@ -114,7 +114,8 @@ def test_kmeans_of_duplicate_rows(fit):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = fit(x, 3, seed=1)
-    assert result.inertia == pytest.approx(0, abs=1e-20) and len(set(zip(x[:, 0].tolist(), result.labels.tolist()))) == 3
+    assert result.inertia == pytest.approx(0, abs=1e-20)
+    assert len(set(zip(x[:, 0].tolist(), result.labels.tolist()))) == 3
     with pytest.raises(ValueError, match="k = 4 exceeds the 3 distinct rows"):
         kmeans(x, 4)
 
