@@ -5,15 +5,21 @@
 chunk 1), "exact-cuda" / "decimated-cuda" on CUDA (skipped without a GPU). "audio/textures-cuda-512" is the
 CUDA throughput on 512 clips (clips/s in extra_info). "audio/mfcc": 8 clips of 3.75 s at 22 050 Hz; "reference"
 is librosa 0.11 called per clip, "fast" the batched torch MFCC. "audio/kmeans": 33 390 x 128 (the size of AVE's
-per-segment audio features), K = 30, n_init = 3; "reference" is scikit-learn when installed. Everything on one
-CPU thread, both sides in the same run.
+per-segment audio features), K = 30, n_init = 3; "reference" is `kmeans` on the CPU (scikit-learn), "torch" /
+"torch-cuda" the torch implementation `kmeans` uses on CUDA, run on the CPU / on CUDA; each row's inertia is in
+extra_info. Everything on one CPU thread for both sides: torch's intra-op pool and, through threadpoolctl, the
+BLAS and OpenMP pools of numpy, librosa and scikit-learn.
 """
+import contextlib
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
 from _device import CUDA, record, synchronize
 from avel_fast.audio import kmeans, mfcc, texture_statistics
+from avel_fast.audio.targets import torch_kmeans
 from avel_fast.reference.textures import texture_statistics_clip
 
 CLIPS, SCENE_RATE, MFCC_RATE, SECONDS = 8, 16_000, 22_050, 3.75
@@ -22,10 +28,23 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    for module in ("librosa", "sklearn.cluster"):  # load their pools before limiting them
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpoolctl.threadpool_limits(1):
+        yield
     torch.set_num_threads(threads)
+
+
+def assert_one_thread() -> None:
+    """Both sides of a comparison run on one thread (torch's pool and every BLAS / OpenMP pool loaded)."""
+    from threadpoolctl import threadpool_info
+
+    pools = {pool["filepath"]: pool["num_threads"] for pool in threadpool_info()}
+    assert torch.get_num_threads() == 1 and set(pools.values()) <= {1}, pools
 
 
 def noise_clips(count: int, rate: int) -> np.ndarray:
@@ -85,6 +104,7 @@ def mfcc_clips():
 def test_mfcc_librosa(benchmark, mfcc_clips):
     librosa = pytest.importorskip("librosa")
     librosa.feature.mfcc(y=mfcc_clips[0], sr=MFCC_RATE)  # numba compilation outside the timing
+    assert_one_thread()
     record(benchmark, "audio/mfcc", "reference")
     benchmark.pedantic(lambda: [librosa.feature.mfcc(y=clip, sr=MFCC_RATE) for clip in mfcc_clips], rounds=5,
                        warmup_rounds=1)
@@ -93,6 +113,7 @@ def test_mfcc_librosa(benchmark, mfcc_clips):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 def test_mfcc_fast(benchmark, mfcc_clips, device):
     clips = torch.from_numpy(mfcc_clips).to(device)
+    assert_one_thread()
 
     def run():
         out = mfcc(clips, MFCC_RATE)
@@ -111,21 +132,18 @@ def kmeans_points():
                                                                                       generator=generator)
 
 
-def test_kmeans_fast(benchmark, kmeans_points):
-    record(benchmark, "audio/kmeans", "fast")
-    result = benchmark.pedantic(lambda: kmeans(kmeans_points, 30, n_init=3, seed=0), rounds=1, warmup_rounds=0)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_kmeans_torch(benchmark, kmeans_points, device):
+    points = kmeans_points.to(device=device, dtype=torch.float64)
+    assert_one_thread()
+    record(benchmark, "audio/kmeans", "torch" if device == "cpu" else "torch-cuda")
+    result = benchmark.pedantic(lambda: torch_kmeans(points, 30, 3, 100, 0), rounds=3, warmup_rounds=0)
     benchmark.extra_info["inertia"] = result.inertia
 
 
 def test_kmeans_sklearn(benchmark, kmeans_points):
-    cluster = pytest.importorskip("sklearn.cluster")
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    points = kmeans_points.numpy().astype(np.float64)
+    pytest.importorskip("sklearn")
+    assert_one_thread()
     record(benchmark, "audio/kmeans", "reference")
-
-    def run():
-        with threadpoolctl.threadpool_limits(1):
-            return cluster.KMeans(30, n_init=3, random_state=0).fit(points)
-
-    result = benchmark.pedantic(run, rounds=1, warmup_rounds=0)
-    benchmark.extra_info["inertia"] = float(result.inertia_)
+    result = benchmark.pedantic(lambda: kmeans(kmeans_points, 30, n_init=3, seed=0), rounds=3, warmup_rounds=0)
+    benchmark.extra_info["inertia"] = result.inertia

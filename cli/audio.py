@@ -2,6 +2,7 @@
 (`docs/cli.md#audio`, `docs/audio.md`)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -43,13 +44,17 @@ def _summaries(kind: str, source: Path, out: Path, per_segment: bool, method: st
             options["method"] = method
 
         def summarise(path: Path) -> np.ndarray:
-            samples, rate = read_wav(path)
-            clips = segment_windows(samples, rate) if per_segment else samples
             summary = texture_statistics if kind == "textures" else mfcc_vector
             try:
-                return summary(clips, rate, **options).cpu().numpy()
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
+                samples, rate = read_wav(path)  # its errors name the file
+                try:
+                    clips = segment_windows(samples, rate) if per_segment else samples
+                    return summary(clips, rate, **options).cpu().numpy()
+                except ValueError as err:
+                    raise ValueError(f"{path}: {err}") from None
+            except (MemoryError, RuntimeError) as err:  # numpy's _ArrayMemoryError, torch's allocator
+                reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+                raise ValueError(f"{path}: out of memory or another resource ({reason})") from None
 
         rows = []
         columns = (TextColumn(kind), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -106,8 +111,8 @@ def clusters(
     """k-means clusters (and PCA codes) of z-scored sound features (`docs/audio.md#targets`)."""
     import torch
 
-    from avel_fast.audio import ClusterTargets, kmeans, pca_components, read_features, sign_codes, standardize
-    from avel_fast.audio import write_targets
+    from avel_fast.audio import ClusterTargets, EmptyClusterWarning, kmeans, pca_components, read_features
+    from avel_fast.audio import sign_codes, standardize, write_targets
 
     try:
         if out.exists() and not force:
@@ -118,7 +123,12 @@ def clusters(
             raise ValueError(f"--k {k} exceeds the {rows.shape[0]} feature rows of {features_path}")
         mean, std = standardize(rows)
         z = (rows - mean) / std
-        result = kmeans(z, k, n_init=n_init, seed=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EmptyClusterWarning)
+            try:
+                result = kmeans(z, k, n_init=n_init, seed=seed)
+            except ValueError as err:
+                raise ValueError(f"{features_path}: {err}") from None
         code_bits = components = None
         if codes is not None:
             pca_mean, components = pca_components(z, codes)
@@ -130,10 +140,12 @@ def clusters(
             inertia=result.inertia, codes=code_bits, components=components,
         )
         write_targets(out, targets)
-    except (FileExistsError, FileNotFoundError, OSError, ValueError) as err:
+    except (FileExistsError, FileNotFoundError, ImportError, OSError, ValueError) as err:
         _fail(err)
     sizes = torch.bincount(result.labels, minlength=k)
     console = Console(stderr=True)
+    for warning in caught:
+        console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}", soft_wrap=True)
     console.print(
         f"{k} clusters of {rows.shape[0]} rows (sizes {int(sizes.min())}..{int(sizes.max())}, inertia "
         f"{result.inertia:.4g})" + (f", {codes}-bit codes" if codes else "") + f" -> {escape(str(out))}"

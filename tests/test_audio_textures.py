@@ -17,8 +17,10 @@ from avel_fast.audio.filterbanks import (
     modulation_centres,
     modulation_filters,
     subband_filters,
+    subband_supports,
 )
-from avel_fast.audio.textures import decimation_plan
+from avel_fast.audio import textures as textures_module
+from avel_fast.audio.textures import EXACT_BUFFERS, band_groups, decimation_plan
 from avel_fast.reference.textures import fft_resample, texture_envelopes_clip, texture_statistics_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,6 +128,42 @@ def test_subband_filters_tile_the_spectrum(length):
         assert np.all(bank[inside, k] > 0) and np.all(bank[~inside, k] == 0)
     assert np.all(bank[freqs >= cut[1], 0] == 0) and np.all(bank[freqs < cut[1], 0] > 0)
     assert np.all(bank[freqs <= cut[30], 31] == 0) and np.all(bank[freqs > cut[30], 31] > 0)
+
+
+@pytest.mark.parametrize("length", [20_050, 75_000, 75_001])
+def test_subband_supports_are_the_filterbank_without_its_zeros(length):
+    bank = subband_filters(length)
+    for band, (first, values) in enumerate(subband_supports(length)):
+        nonzero = np.flatnonzero(bank[:, band])
+        assert first == nonzero[0] and values.size == nonzero.size == nonzero[-1] - first + 1
+        np.testing.assert_array_equal(values, bank[nonzero, band])
+
+
+@pytest.mark.parametrize("seconds", [3.75, 300.0])
+def test_the_working_memory_of_long_clips_is_bounded(seconds):
+    """`docs/audio.md#long-files`: the filterbank is stored by its supports (about 2 F values, not 32 F) and the
+    per-band buffers of a group of bands stay within the budget, whatever the length."""
+    length = round(seconds * AUDIO_SR)
+    supports = subband_supports(length)
+    assert sum(values.size for _, values in supports) <= 2 * (length // 2 + 1)
+    per_band = EXACT_BUFFERS * length * 4
+    groups = band_groups(32, per_band)
+    assert [band for group in groups for band in range(32)[group]] == list(range(32))
+    assert all(len(range(32)[group]) == 1 or len(range(32)[group]) * per_band <= textures_module.BAND_BUDGET_BYTES
+               for group in groups)
+    assert len(groups) == 1 or seconds > 3.75
+
+
+@pytest.mark.parametrize("method", ["exact", "decimated"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bands_in_groups_give_the_numbers_of_all_bands_at_once(monkeypatch, method, dtype):
+    """One band per group (a long file's plan) against all 32 at once: equal up to the rounding of the FFT
+    library, which computes a single transform and a batch of them with different kernels."""
+    x = torch.from_numpy(make_signal("am", 16_000, 1.5)).to(dtype)
+    whole = texture_statistics(x, 16_000, method=method, dtype=dtype)
+    monkeypatch.setattr(textures_module, "BAND_BUDGET_BYTES", 1)
+    torch.testing.assert_close(texture_statistics(x, 16_000, method=method, dtype=dtype), whole,
+                               rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-14)
 
 
 def test_modulation_filters_have_unit_mean_power_in_the_flat_range():

@@ -13,6 +13,7 @@ from avel_fast.pretext import (
     nmi,
     pretext_loss,
     pretext_targets,
+    recalibrate_batchnorm,
     synthetic_scenes,
 )
 
@@ -89,6 +90,42 @@ def test_nmi():
     assert nmi(x, y) == pytest.approx(metrics.normalized_mutual_info_score(x, y), abs=1e-12)
     with pytest.raises(ValueError, match="equal length"):
         nmi(x, y[:10])
+
+
+def test_recalibrate_batchnorm_takes_the_statistics_of_the_images():
+    torch.manual_seed(0)
+    net = build_visual_net("small", 4)
+    images = 3 + 2 * torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert recalibrate_batchnorm(net, images, batch_size=64) and net.training
+    first = net.features[1]
+    conv = net.features[0](images)
+    torch.testing.assert_close(first.running_mean, conv.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.running_var, conv.var(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert first.momentum == 0.1 and int(first.num_batches_tracked) == 1
+    assert not recalibrate_batchnorm(build_visual_net("alexnet", 4), images)
+
+
+def test_probe_json_probes_the_random_initialisation_with_recalibrated_batchnorm(tmp_path):
+    """The family's probe.json (`docs/audio.md#pretext-training`) scores the network at its initialisation with
+    BatchNorm statistics of the training images, and says so."""
+    import json
+
+    from avel_fast.train import resolve_config
+    from avel_fast.train.engine import seed_everything
+    from avel_fast.train.families.pretext import PretextFamily, load_pretext_data
+
+    config = resolve_config("pretext", preset="smoke", device="cpu")
+    data, family = load_pretext_data(config), PretextFamily()
+    seed_everything(config.seed)
+    initial = family.build(config)
+    recalibrate_batchnorm(initial, data.train.images)
+    train_features, test_features = network_features(initial, data.train.images), network_features(
+        initial, data.test.images)
+    expected = linear_probe(train_features, data.train.scenes, test_features, data.test.scenes)
+    family.finish(tmp_path, initial, data, config)
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["random_init_batchnorm_recalibrated"] is True
+    assert probe["probe_accuracy"]["random_init"] == expected
 
 
 def test_linear_probe_separates_separable_classes():

@@ -13,12 +13,21 @@ from avel_fast.audio.files import (
 from avel_fast.audio.filterbanks import TEXTURE_FEATURE_NAMES
 from avel_fast.audio.mfcc import mfcc, mfcc_vector
 from avel_fast.audio.segments import segment_windows
-from avel_fast.audio.targets import KMeansResult, kmeans, pca_codes, pca_components, sign_codes, standardize
+from avel_fast.audio.targets import (
+    EmptyClusterWarning,
+    KMeansResult,
+    kmeans,
+    pca_codes,
+    pca_components,
+    sign_codes,
+    standardize,
+)
 from avel_fast.audio.textures import texture_envelopes, texture_statistics
 
 __all__ = [
     "TEXTURE_FEATURE_NAMES",
     "ClusterTargets",
+    "EmptyClusterWarning",
     "KMeansResult",
     "SoundFeatures",
     "kmeans",

@@ -67,20 +67,55 @@ def band_cutoffs() -> np.ndarray:
     return erb_to_hz(np.linspace(erb(LOW_HZ), erb(min(HIGH_HZ, AUDIO_SR / 2)), N_BANDS))
 
 
+def _bandpass(freqs: np.ndarray, k: int, cut: np.ndarray) -> np.ndarray:
+    """Band-pass filter k (1..30) at `freqs`: a half cosine in ERB between cutoffs k - 1 and k + 1, else 0."""
+    low, high = cut[k - 1], cut[k + 1]
+    inside = (freqs > low) & (freqs < high)
+    centre, width = (erb(low) + erb(high)) / 2, erb(high) - erb(low)
+    response = np.zeros(freqs.size)
+    response[inside] = np.cos(np.pi * (erb(freqs[inside]) - centre) / width)
+    return response
+
+
+@lru_cache(maxsize=16)
+def subband_supports(length: int) -> tuple[tuple[int, np.ndarray], ...]:
+    """Each band's (first rfft bin, response [W_b] on its W_b contiguous nonzero bins) for a 20 kHz clip of
+    `length` samples: the filterbank without the dense [length//2 + 1, 32] matrix (768 MB for five minutes)."""
+    step = AUDIO_SR / length
+    num_bins = length // 2 + 1
+    cut = band_cutoffs()
+
+    def bins(low: float, high: float) -> np.ndarray:
+        """Bin indices covering every frequency in (low, high), one spare bin each side."""
+        return np.arange(max(0, int(low / step) - 1), min(num_bins, int(high / step) + 2))
+
+    responses = []
+    index = bins(0.0, cut[1])
+    freqs = index * step
+    responses.append((index, np.where(freqs < cut[1], np.sqrt(1 - _bandpass(freqs, 1, cut) ** 2), 0.0)))
+    for k in range(1, N_BANDPASS + 1):
+        index = bins(cut[k - 1], cut[k + 1])
+        responses.append((index, _bandpass(index * step, k, cut)))
+    index = bins(cut[N_BANDPASS], AUDIO_SR / 2)
+    freqs = index * step
+    responses.append((index, np.where(freqs > cut[N_BANDPASS], np.sqrt(1 - _bandpass(freqs, N_BANDPASS, cut) ** 2),
+                                      0.0)))
+    supports = []
+    for index, response in responses:
+        nonzero = np.flatnonzero(response)
+        values = response[nonzero[0] : nonzero[-1] + 1].copy()
+        values.setflags(write=False)
+        supports.append((int(index[nonzero[0]]), values))
+    return tuple(supports)
+
+
 @lru_cache(maxsize=16)
 def subband_filters(length: int) -> np.ndarray:
-    """Half-cosine ERB filterbank H [length//2 + 1, 32] on the rfft bins of a 20 kHz clip (Σ_b H² = 1)."""
-    freqs = np.arange(length // 2 + 1) * (AUDIO_SR / length)
-    cut = band_cutoffs()
-    bank = np.zeros((freqs.size, N_BANDS))
-    for k in range(1, N_BANDPASS + 1):
-        low, high = cut[k - 1], cut[k + 1]
-        inside = (freqs > low) & (freqs < high)
-        centre, width = (erb(low) + erb(high)) / 2, erb(high) - erb(low)
-        bank[inside, k] = np.cos(np.pi * (erb(freqs[inside]) - centre) / width)
-    below, above = freqs < cut[1], freqs > cut[N_BANDPASS]
-    bank[below, 0] = np.sqrt(1 - bank[below, 1] ** 2)
-    bank[above, N_BANDS - 1] = np.sqrt(1 - bank[above, N_BANDPASS] ** 2)
+    """Half-cosine ERB filterbank H [length//2 + 1, 32] on the rfft bins of a 20 kHz clip (Σ_b H² = 1), dense:
+    `subband_supports` scattered into a matrix."""
+    bank = np.zeros((length // 2 + 1, N_BANDS))
+    for band, (first, values) in enumerate(subband_supports(length)):
+        bank[first : first + values.size, band] = values
     bank.setflags(write=False)
     return bank
 

@@ -6,11 +6,17 @@ sees little gain past 30 (its sweep).
 """
 from __future__ import annotations
 
+import math
+import warnings
 from typing import NamedTuple
 
 import torch
 
 MIN_STD = 1e-8
+
+
+class EmptyClusterWarning(UserWarning):
+    """k-means ended with a cluster that no row is nearest to (duplicate rows)."""
 
 
 class KMeansResult(NamedTuple):
@@ -45,19 +51,21 @@ def _squared_distances(x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tenso
 
 
 def _kmeans_plus_plus(x: torch.Tensor, x_sq: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ (Arthur & Vassilvitskii 2007), one candidate per step, drawn on the CPU generator."""
-    first = int(torch.randint(x.shape[0], (1,), generator=generator))
-    centers = [x[first]]
-    closest = _squared_distances(x, x_sq, x[first : first + 1])[:, 0]
+    """Greedy k-means++ (Arthur & Vassilvitskii 2007, as scikit-learn): each step draws 2 + ⌊ln k⌋ candidates
+    ∝ D² on the CPU generator and keeps the one that lowers the potential most."""
+    trials = 2 + int(math.log(k))
+    chosen = [int(torch.randint(x.shape[0], (1,), generator=generator))]
+    closest = _squared_distances(x, x_sq, x[chosen])[:, 0]
     for _ in range(1, k):
         weights = closest.cpu()
-        if weights.sum() > 0:
-            index = int(torch.multinomial(weights, 1, generator=generator))
-        else:
-            index = int(torch.randint(x.shape[0], (1,), generator=generator))
-        centers.append(x[index])
-        closest = torch.minimum(closest, _squared_distances(x, x_sq, x[index : index + 1])[:, 0])
-    return torch.stack(centers)
+        if not weights.sum() > 0:
+            weights = torch.ones_like(weights)
+        candidates = torch.multinomial(weights, trials, replacement=True, generator=generator).to(x.device)
+        potentials = torch.minimum(closest[:, None], _squared_distances(x, x_sq, x[candidates]))
+        best = int(potentials.sum(dim=0).argmin())
+        chosen.append(int(candidates[best]))
+        closest = potentials[:, best]
+    return x[chosen]
 
 
 def _scores(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -93,25 +101,66 @@ def _lloyd(x, x_sq, centers, max_iter):
     return labels, centers, float((best + x_sq).clamp_min_(0).sum())
 
 
+def torch_kmeans(points: torch.Tensor, k: int, n_init: int, max_iter: int, seed: int) -> KMeansResult:
+    """The torch k-means of `kmeans` on CUDA, on float64 `points` of any device: greedy k-means++, Lloyd until
+    the assignments stop changing, best of `n_init` by inertia; deterministic for a seed on the CPU."""
+    points_sq = points.square().sum(dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    best = None
+    for _ in range(n_init):
+        run = _lloyd(points, points_sq, _kmeans_plus_plus(points, points_sq, k, generator), max_iter)
+        if best is None or run[2] < best[2]:
+            best = run
+    return KMeansResult(*best)
+
+
+def sklearn_kmeans(points: torch.Tensor, k: int, n_init: int, max_iter: int, seed: int) -> KMeansResult:
+    """The CPU k-means of `kmeans`: scikit-learn's `KMeans` (greedy k-means++, Lloyd to strict convergence,
+    `random_state=seed`) on float64 `points`."""
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError as err:
+        raise ImportError("k-means on the CPU needs scikit-learn: pip install -e '.[audio]'") from err
+    fit = KMeans(k, init="k-means++", n_init=n_init, max_iter=max_iter, tol=0.0, random_state=seed).fit(
+        points.numpy()
+    )
+    return KMeansResult(torch.from_numpy(fit.labels_).long(), torch.from_numpy(fit.cluster_centers_),
+                        float(fit.inertia_))
+
+
+def _distinct_rows(x: torch.Tensor) -> int:
+    return torch.unique(x, dim=0).shape[0]
+
+
+def _check_distinct(x: torch.Tensor, k: int) -> None:
+    """ValueError when `k` exceeds the distinct rows of `x`; distinct values of one projection bound their number
+    from below, so the exact count (a row sort) runs only when that bound is under `k`."""
+    projection = torch.linspace(1.0, 2.0, x.shape[1], dtype=x.dtype, device=x.device)
+    if torch.unique(x @ projection).numel() >= k:
+        return
+    distinct = _distinct_rows(x)
+    if k > distinct:
+        raise ValueError(f"k = {k} exceeds the {distinct} distinct rows (equal rows share a cluster)")
+
+
 def kmeans(x, k: int, *, n_init: int = 3, max_iter: int = 100, seed: int = 0) -> KMeansResult:
-    """k-means of the rows of `x` [N, D]: k-means++ init, Lloyd until the assignments stop changing
-    (at most `max_iter` steps), best of `n_init` runs by inertia. Distances in float64 on x's device;
-    deterministic for a seed on the CPU.
+    """k-means of the rows of `x` [N, D] in float64 (`docs/audio.md#kmeans`): scikit-learn's `KMeans` for x on
+    the CPU, `torch_kmeans` on CUDA; k-means++ init, best of `n_init` runs by inertia, deterministic for a seed.
+
+    Raises ValueError when `k` exceeds the distinct rows; warns (`EmptyClusterWarning`) when a cluster ends empty.
     """
     for name, value in (("k", k), ("n_init", n_init), ("max_iter", max_iter)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     x = _check_matrix(x, "x", min_rows=k)
-    points = x.to(torch.float64)
-    points_sq = points.square().sum(dim=1)
-    generator = torch.Generator().manual_seed(seed)
-    best = None
-    for _ in range(n_init):
-        labels, centers, inertia = _lloyd(points, points_sq, _kmeans_plus_plus(points, points_sq, k, generator),
-                                          max_iter)
-        if best is None or inertia < best[2]:
-            best = (labels, centers, inertia)
-    labels, centers, inertia = best
+    points = x.detach().to(torch.float64)
+    _check_distinct(points, k)
+    fit = torch_kmeans if points.is_cuda else sklearn_kmeans
+    labels, centers, inertia = fit(points, k, n_init, max_iter, seed)
+    empty = k - labels.unique().numel()
+    if empty:
+        warnings.warn(f"k-means: {empty} of the K = {k} clusters are empty ({_distinct_rows(points)} distinct rows)",
+                      EmptyClusterWarning, stacklevel=2)
     return KMeansResult(labels, centers.to(x.dtype), inertia)
 
 

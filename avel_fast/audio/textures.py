@@ -27,13 +27,18 @@ from avel_fast.audio.filterbanks import (
     modulation_filters,
     parseval_weights,
     resampled_length,
-    subband_filters,
+    subband_supports,
 )
 from avel_fast.audio.signal import as_waveform_batch, check_chunk, default_chunk, fft_resample, squared_magnitude
 
 METHODS = ("exact", "decimated")
 DECIMATIONS = (50, 25, 10, 5, 2, 1)
 """Divisors of the 50-sample envelope step, so circular shifts by whole envelope samples stay exact."""
+BAND_BUDGET_BYTES = 1 << 28
+"""Working memory of the per-band buffers of one group of bands (`docs/audio.md#long-files`)."""
+EXACT_BUFFERS, DECIMATED_BUFFERS = 10, 8
+"""Real-sample-sized buffers alive per band at the peak: complex product, real output, its compressed copy and the
+resampling spectra (exact); complex product, complex baseband and the rest (decimated)."""
 
 
 def trimmed_length(num_samples: int, sample_rate: int) -> int:
@@ -50,20 +55,20 @@ def trimmed_length(num_samples: int, sample_rate: int) -> int:
 
 def decimation_plan(length: int) -> list[tuple[int, tuple[int, ...]]]:
     """(D, bands) groups: each band's largest D with L/D >= 4·W_b + M, W_b its filter's nonzero bins."""
-    bank = subband_filters(length)
     num_env = length // DS
     groups: dict[int, list[int]] = {}
-    for band in range(N_BANDS):
-        width = int(np.count_nonzero(bank[:, band]))
-        factor = next(d for d in DECIMATIONS if length // d >= 4 * width + num_env)
+    for band, (_, values) in enumerate(subband_supports(length)):
+        factor = next(d for d in DECIMATIONS if length // d >= 4 * values.size + num_env)
         groups.setdefault(factor, []).append(band)
     return sorted((factor, tuple(bands)) for factor, bands in groups.items())
 
 
-@lru_cache(maxsize=32)
-def _subband_bank(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """H [32, F] as a complex tensor: complex x complex products vectorise, real x complex ones promote per call."""
-    return torch.as_tensor(subband_filters(length).T.copy(), dtype=dtype, device=device).to(dtype.to_complex())
+@lru_cache(maxsize=4)
+def _exact_supports(length: int, dtype: torch.dtype, device: torch.device) -> tuple[tuple[int, torch.Tensor], ...]:
+    """Each band's (first bin, H_b on its support) as a complex tensor: complex x complex products vectorise,
+    real x complex ones promote per call."""
+    return tuple((first, torch.tensor(values, dtype=dtype, device=device).to(dtype.to_complex()))
+                 for first, values in subband_supports(length))
 
 
 @lru_cache(maxsize=32)
@@ -73,23 +78,24 @@ def _modulation_bank(num_env: int, dtype: torch.dtype, device: torch.device) -> 
     return weights, torch.as_tensor(modulation_filters(num_env) ** 2, dtype=dtype, device=device)
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=4)
 def _decimated_supports(length: int, dtype: torch.dtype, device: torch.device):
     """Per decimation group: (D, bands, gather index [B, W], analytic weights H·h [B, W])."""
-    bank = subband_filters(length)
-    analytic = np.where(np.arange(bank.shape[0]) == 0, 1.0, 2.0)
+    supports = subband_supports(length)
+    num_bins = length // 2 + 1
+    analytic = np.where(np.arange(num_bins) == 0, 1.0, 2.0)
     if length % 2 == 0:
         analytic[-1] = 1.0
     groups = []
     for factor, bands in decimation_plan(length):
-        starts = [int(np.flatnonzero(bank[:, b])[0]) for b in bands]
-        widths = [int(np.count_nonzero(bank[:, b])) for b in bands]
-        offsets = np.arange(max(widths))
-        index = np.minimum(np.array(starts)[:, None] + offsets, bank.shape[0] - 1)
-        response = bank[index, np.array(bands)[:, None]] * analytic[index]
-        weights = np.where(offsets < np.array(widths)[:, None], response, 0.0)
+        starts = np.array([supports[b][0] for b in bands])
+        widths = [supports[b][1].size for b in bands]
+        index = np.minimum(starts[:, None] + np.arange(max(widths)), num_bins - 1)
+        response = np.zeros(index.shape)
+        for row, band in enumerate(bands):
+            response[row, : widths[row]] = supports[band][1]
         groups.append((factor, bands, torch.as_tensor(index, device=device),
-                       torch.as_tensor(weights, dtype=dtype, device=device)))
+                       torch.as_tensor(response * analytic[index], dtype=dtype, device=device)))
     return groups
 
 
@@ -99,28 +105,50 @@ def _compress_(power: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
     return power.add_(floor[:, None, None]).log_().mul_(COMP / 2).exp_()
 
 
+def band_groups(bands: int, bytes_per_band: int) -> list[slice]:
+    """Consecutive slices of `bands` whose working buffers (`bytes_per_band` each) fit in `BAND_BUDGET_BYTES`
+    (at least one band per slice): all bands at once for short clips, a few at a time for long files."""
+    size = max(1, min(bands, BAND_BUDGET_BYTES // max(bytes_per_band, 1)))
+    return [slice(start, min(start + size, bands)) for start in range(0, bands, size)]
+
+
 def _exact_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tensor) -> torch.Tensor:
-    """|z_b|² at 20 kHz from Re z_b = irfft(X·H_b) and Im z_b = irfft(-i·X·H_b) (DC and Nyquist zeroed)."""
-    bank = _subband_bank(length, spectrum.real.dtype, spectrum.device)
+    """|z_b|² at 20 kHz from Re z_b = irfft(X·H_b) and Im z_b = irfft(-i·X·H_b) (DC and Nyquist zeroed), for
+    the bands of one `band_groups` slice at a time."""
+    supports = _exact_supports(length, spectrum.real.dtype, spectrum.device)
     quadrature = -1j * spectrum
     quadrature[:, 0] = 0
     if length % 2 == 0:
         quadrature[:, -1] = 0
-    power = torch.fft.irfft(spectrum[:, None, :] * bank, length, dim=-1).square_()
-    imag = torch.fft.irfft(quadrature[:, None, :] * bank, length, dim=-1)
-    power.addcmul_(imag, imag)
-    del imag
-    return fft_resample(_compress_(power, floor), length // DS)
+    envelopes = spectrum.real.new_empty(spectrum.shape[0], N_BANDS, length // DS)
+    for bands in band_groups(N_BANDS, EXACT_BUFFERS * spectrum.shape[0] * length * spectrum.real.element_size()):
+        filtered = spectrum.new_zeros(spectrum.shape[0], bands.stop - bands.start, spectrum.shape[1])
+
+        def subbands(source: torch.Tensor) -> torch.Tensor:
+            for row, (first, response) in enumerate(supports[bands]):
+                last = first + response.numel()
+                filtered[:, row, first:last] = source[:, first:last] * response
+            return torch.fft.irfft(filtered, length, dim=-1)
+
+        power = subbands(spectrum).square_()
+        imag = subbands(quadrature)
+        power.addcmul_(imag, imag)
+        del imag
+        envelopes[:, bands] = fft_resample(_compress_(power, floor), length // DS)
+    return envelopes
 
 
 def _decimated_envelopes(spectrum: torch.Tensor, length: int, floor: torch.Tensor) -> torch.Tensor:
-    """|z_b(D·m)|² from band b's support shifted to baseband, inverse FFT of length L/D (exact for |z_b|)."""
+    """|z_b(D·m)|² from band b's support shifted to baseband, inverse FFT of length L/D (exact for |z_b|), for
+    the bands of one `band_groups` slice of a decimation group at a time."""
     num_env = length // DS
     envelopes = spectrum.real.new_empty(spectrum.shape[0], N_BANDS, num_env)
     for factor, bands, index, weights in _decimated_supports(length, spectrum.real.dtype, spectrum.device):
-        baseband = torch.fft.ifft(spectrum[:, index] * weights, length // factor, dim=-1)
-        power = squared_magnitude(baseband).mul_(1.0 / factor**2)
-        envelopes[:, list(bands)] = fft_resample(_compress_(power, floor), num_env)
+        per_band = DECIMATED_BUFFERS * spectrum.shape[0] * (length // factor) * spectrum.real.element_size()
+        for part in band_groups(len(bands), per_band):
+            baseband = torch.fft.ifft(spectrum[:, index[part]] * weights[part], length // factor, dim=-1)
+            power = squared_magnitude(baseband).mul_(1.0 / factor**2)
+            envelopes[:, list(bands[part])] = fft_resample(_compress_(power, floor), num_env)
     return envelopes
 
 

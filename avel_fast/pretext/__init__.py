@@ -9,6 +9,7 @@ from avel_fast.pretext.evaluation import (
     nmi,
     pretext_loss,
     pretext_targets,
+    recalibrate_batchnorm,
 )
 from avel_fast.pretext.networks import VISUAL_NETS, VisualNet, build_visual_net
 from avel_fast.pretext.pairs import ScenePairs, read_pairs
@@ -29,6 +30,7 @@ __all__ = [
     "pretext_loss",
     "pretext_targets",
     "read_pairs",
+    "recalibrate_batchnorm",
     "scene_recipes",
     "synthetic_scenes",
 ]

@@ -1,5 +1,6 @@
 """Pretext targets from sound features, and the evaluations of the learned image features: a linear probe on the
-scene labels and cluster NMI (`docs/audio.md#pretext`).
+scene labels (against the network at its initialisation, BatchNorm recalibrated) and cluster NMI
+(`docs/audio.md#pretext`).
 
 Owens et al. train the image network to predict the sound's k-means cluster (softmax cross-entropy) or its PCA
 sign bits (one logistic loss per bit); the seed paper evaluates the features by a linear probe / fine-tuning.
@@ -9,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import update_bn
 
 from avel_fast.audio.targets import kmeans, pca_codes, standardize
 
@@ -59,6 +62,18 @@ def network_features(net: torch.nn.Module, images: torch.Tensor, batch_size: int
     rows = [net.features(part.to(device)).float().cpu() for part in images.split(batch_size)]
     net.train(was_training)
     return torch.cat(rows)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, images: torch.Tensor, batch_size: int = 256) -> bool:
+    """Replace the BatchNorm running statistics of `net` by those of `images` (the mean of the per-batch
+    statistics, `torch.optim.swa_utils.update_bn`), so that a network at its initialisation is probed with the
+    data's statistics instead of BatchNorm's defaults, mean 0 and variance 1 (`docs/audio.md#pretext-training`).
+    False when `net` has no BatchNorm."""
+    if not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in net.modules()):
+        return False
+    update_bn(images.split(batch_size), net, device=next(net.parameters()).device)
+    return True
 
 
 def linear_probe(train_features, train_labels, test_features, test_labels, *, weight_decay: float = 1e-3,

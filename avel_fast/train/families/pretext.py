@@ -31,6 +31,7 @@ from avel_fast.pretext import (
     nmi,
     pretext_loss,
     read_pairs,
+    recalibrate_batchnorm,
     synthetic_scenes,
 )
 from avel_fast.train.distributed import launched_by_torchrun
@@ -264,13 +265,15 @@ class PretextFamily(ModelFamily):
             return {}
         seed_everything(config.seed)
         initial = self.build(config)
+        recalibrated = recalibrate_batchnorm(initial, data.train.images)
         probe = {}
         for name, network in (("pretext", model), ("random_init", initial)):
             train_features = network_features(network, data.train.images)
             test_features = network_features(network, data.test.images)
             probe[name] = linear_probe(train_features, data.train.scenes, test_features, data.test.scenes)
         result = {
-            "probe_accuracy": probe, "nmi": data.nmi, "scenes": int(data.train.scenes.max()) + 1,
+            "probe_accuracy": probe, "random_init_batchnorm_recalibrated": recalibrated, "nmi": data.nmi,
+            "scenes": int(data.train.scenes.max()) + 1,
             "probe_train_examples": len(data.train), "probe_test_examples": len(data.test),
             "features": config.options.features, "targets": config.options.targets, "k": config.options.k,
             "visual_net": config.options.visual_net,
