@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -15,17 +16,39 @@ data_app = typer.Typer(
 )
 
 
+MIN_VIDEOS = 3  # one per split
+TABLE_MAX_WIDTH = 1000
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _check_at_least(option: str, value: int, low: int, why: str) -> None:
+    """One ``error:`` line and exit 1 for a count below `low` (docs/cli.md: a range error is not a usage error)."""
+    if value < low:
+        _fail(f"{option} must be an integer >= {low}{why}, got {value}")
+
+
 @data_app.command("synth")
 def synth(
     out_dir: Path = typer.Argument(..., help="Directory to create (must be absent or empty unless --force)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator."),
-    videos: int = typer.Option(4143, "--videos", min=3, help="Number of event videos (AVE: 4143)."),
-    background_videos: int = typer.Option(178, "--background-videos", min=0, help="Background-only videos (AVE: 178)."),
+    videos: int = typer.Option(4143, "--videos", help="Number of event videos, at least 3 (AVE: 4143)."),
+    background_videos: Optional[int] = typer.Option(
+        None, "--background-videos", help="Background-only videos (default: 178 per 4143 event videos, at least 1)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT_DIR."),
 ) -> None:
     """Write the synthetic AVE set (docs/data.md#synthetic) in the real AVE h5 format, atomically."""
     from avel_fast.data import write_synthetic_ave
+    from avel_fast.data.synthetic import background_videos_for
 
+    _check_at_least("--videos", videos, MIN_VIDEOS, " (one per split)")
+    if background_videos is None:
+        background_videos = background_videos_for(videos)
+    _check_at_least("--background-videos", background_videos, 0, "")
     console = Console(stderr=True)
     total = videos + background_videos
     columns = (TextColumn("synthesizing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -41,8 +64,7 @@ def synth(
                 progress=lambda n: progress.advance(task, n),
             )
     except (FileExistsError, OSError, ValueError) as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}")
-        raise typer.Exit(1) from None
+        _fail(str(err))
     console.print(f"wrote {videos} videos + {background_videos} background-only videos (seed {seed}) to {out_dir}")
 
 
@@ -90,23 +112,23 @@ def states(
     directory: Optional[Path] = typer.Argument(None, help="AVE directory (Annotations.txt and train_order.h5)."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Use the labels of the synthetic AVE set."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic set."),
-    videos: int = typer.Option(4143, "--videos", min=3, help="Event videos of the synthetic set."),
+    videos: int = typer.Option(4143, "--videos", help="Event videos of the synthetic set, at least 3."),
 ) -> None:
     """Sizes of the training split's SMB and Replicate databases, per class (docs/augmentations.md)."""
     from avel_fast.augment import PIECE_TYPE_NAMES, SMB_STATE_NAMES, ReplicaSampler, smb_database_sizes
     from avel_fast.constants import CLASS_NAMES
     from avel_fast.data import AVEFormatError, AVEFormatWarning
 
+    _check_at_least("--videos", videos, MIN_VIDEOS, " (one per split)")
     console = Console()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", AVEFormatWarning)
             labels, source = _training_labels(directory, synthetic, seed, videos)
     except (AVEFormatError, ValueError) as err:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
-        raise typer.Exit(1) from None
-    for warning in caught:
-        console.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}", soft_wrap=True)
+        _fail(str(err))
+    for message in dict.fromkeys(str(warning.message) for warning in caught):  # each distinct warning once
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
     console.print(f"training split of {escape(source)}: {len(labels)} videos", soft_wrap=True)
     smb = smb_database_sizes(labels)
     replica = ReplicaSampler(labels).database_sizes()
@@ -122,4 +144,6 @@ def states(
         for index, class_name in enumerate(CLASS_NAMES):
             table.add_row(class_name, *(str(int(column[index])) for column in columns))
         table.add_row("[bold]total[/bold]", *(f"[bold]{int(sum(column))}[/bold]" for column in columns))
+        natural = Measurement.get(console, console.options.update_width(TABLE_MAX_WIDTH), table).maximum
+        console.width = max(natural, console.width)  # full width, not truncated to the terminal
         console.print(table)

@@ -120,3 +120,9 @@ def test_split_labels_of_the_real_directory(real_ave_dir):
     assert split_labels(real_ave_dir).shape == (3339, 10)
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         split_labels(real_ave_dir, "dev")
+
+
+def test_a_missing_file_is_named_without_an_empty_dataset(tmp_path):
+    with pytest.raises(AVEFormatError) as info:
+        read_annotations(tmp_path / "Annotations.txt")
+    assert str(info.value) == f"{tmp_path / 'Annotations.txt'}: file not found"

@@ -149,7 +149,7 @@ def expect_bad(ave_dir, file, dataset, problem, *, setting="sel"):
         load_ave(ave_dir, setting=setting)
     err = info.value
     assert err.file == str(ave_dir / file) and err.dataset == dataset and problem in err.problem, str(err)
-    assert str(err) == f"{ave_dir / file} [{dataset}]: {err.problem}"
+    assert str(err) == f"{ave_dir / file}{f' [{dataset}]' if dataset else ''}: {err.problem}"
     result = runner.invoke(app, ["data", "check", str(ave_dir)])
     assert result.exit_code == 1
     assert f"error: {err}" in result.output.replace("\n", "")

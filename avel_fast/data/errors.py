@@ -9,14 +9,15 @@ class AVEFormatError(ValueError):
     """A file of an AVE directory is missing or does not follow the format of docs/data.md#files.
 
     ``file`` is the path, ``dataset`` the h5 dataset (or ``"line N"`` of a text file, ``""`` for the whole file),
-    ``problem`` what is wrong. ``str()`` reads ``"<file> [<dataset>]: <problem>"``.
+    ``problem`` what is wrong. ``str()`` reads ``"<file> [<dataset>]: <problem>"``, or ``"<file>: <problem>"``
+    for the whole file.
     """
 
     def __init__(self, file: str | Path, dataset: str, problem: str) -> None:
         self.file = str(file)
         self.dataset = dataset
         self.problem = problem
-        super().__init__(f"{self.file} [{dataset}]: {problem}")
+        super().__init__(f"{self.file}{f' [{dataset}]' if dataset else ''}: {problem}")
 
     def __reduce__(self):
         return type(self), (self.file, self.dataset, self.problem)

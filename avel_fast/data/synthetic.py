@@ -3,7 +3,8 @@
 Labels follow the real AVE statistics exactly (figures, not files): the per-class video counts, the event
 length histogram and the 3339/402/402 split, each scaled to `num_videos` by the largest-remainder rule (ties
 to the lower index); one event per video, its onset uniform among the valid positions; plus background-only
-videos. The 4142 annotated events of the length histogram are scaled to `num_videos` like the rest.
+videos, 178 per 4143 event videos unless asked otherwise (`background_videos_for`). The 4142 annotated events of
+the length histogram are scaled to `num_videos` like the rest.
 
 Generative model. Every segment has an audio source and a visual source, each a class or nothing; it is an
 **event segment exactly when the same class is both heard and seen**, background otherwise.
@@ -156,6 +157,12 @@ def largest_remainder(counts, total: int) -> np.ndarray:
     return base
 
 
+def background_videos_for(num_videos: int) -> int:
+    """The default number of background-only videos next to `num_videos` event videos: AVE's 178 per 4143,
+    rounded (178 at full size), and at least 1 so that the weakly supervised setting can read the set."""
+    return max(1, (2 * NUM_BACKGROUND_VIDEOS * num_videos + NUM_VIDEOS) // (2 * NUM_VIDEOS))
+
+
 def _event_latents(rng: np.random.Generator, num_videos: int, config: SyntheticConfig):
     classes = np.repeat(np.arange(NUM_EVENT_CLASSES), largest_remainder(CLASS_VIDEO_COUNTS, num_videos))
     lengths = np.repeat(list(EVENT_LENGTH_COUNTS), largest_remainder(list(EVENT_LENGTH_COUNTS.values()), num_videos))
@@ -210,13 +217,16 @@ def _labels_from_sources(audio_source, visual_source, video_labels, splits) -> S
 def synthetic_labels(
     seed: int = 0,
     num_videos: int = NUM_VIDEOS,
-    num_background_videos: int = NUM_BACKGROUND_VIDEOS,
+    num_background_videos: int | None = None,
     *,
     config: SyntheticConfig | None = None,
 ) -> SyntheticLabels:
-    """Labels, splits and latent sources of `synthetic_ave` (cheap: no features)."""
+    """Labels, splits and latent sources of `synthetic_ave` (cheap: no features); `num_background_videos=None`
+    takes `background_videos_for(num_videos)`."""
     if num_videos < len(SPLIT_SIZES):
         raise ValueError(f"num_videos={num_videos}: need at least {len(SPLIT_SIZES)} (one per split)")
+    if num_background_videos is None:
+        num_background_videos = background_videos_for(num_videos)
     if num_background_videos < 0:
         raise ValueError(f"num_background_videos={num_background_videos}: expected >= 0")
     config = config or SyntheticConfig()
@@ -382,13 +392,14 @@ def _assemble(seed, labels, background, pooled_visual, visual_dtype, config) -> 
 def synthetic_ave(
     seed: int = 0,
     num_videos: int = NUM_VIDEOS,
-    num_background_videos: int = NUM_BACKGROUND_VIDEOS,
+    num_background_videos: int | None = None,
     *,
     pooled_visual: bool = False,
     visual_dtype: torch.dtype = torch.float32,
     config: SyntheticConfig | None = None,
 ) -> AVEData:
-    """The synthetic AVE set (module docstring) as `AVEData`; background-only videos in `.background`.
+    """The synthetic AVE set (module docstring) as `AVEData`; background-only videos in `.background` (by default
+    `background_videos_for(num_videos)` of them).
 
     Full size with 7x7 maps is 4.2 GB in float32: ask for `pooled_visual=True` ([V, T, 512]) or float16 storage.
     """

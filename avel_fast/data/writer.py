@@ -9,7 +9,6 @@ back exactly what was written.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -35,7 +34,6 @@ from avel_fast.data.files import (
     VISUAL_FILE,
 )
 from avel_fast.data.synthetic import (
-    NUM_BACKGROUND_VIDEOS,
     NUM_VIDEOS,
     SyntheticConfig,
     synthetic_feature_chunks,
@@ -53,7 +51,8 @@ def _replace_directory(out_dir: Path, overwrite: bool, build: Callable[[Path], N
         if any(out_dir.iterdir()) and not overwrite:
             raise FileExistsError(f"{out_dir}: directory is not empty (overwrite it with overwrite=True / --force)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    partial = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.partial"
+    partial.mkdir()  # the mode the umask gives a new directory (tempfile.mkdtemp would make it 0700)
     try:
         build(partial)
         if out_dir.exists():
@@ -161,14 +160,15 @@ def write_synthetic_ave(
     *,
     seed: int = 0,
     num_videos: int = NUM_VIDEOS,
-    num_background_videos: int = NUM_BACKGROUND_VIDEOS,
+    num_background_videos: int | None = None,
     config: SyntheticConfig | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Generate `synthetic_ave(seed, ...)` chunk by chunk straight into the AVE format (float32 maps).
 
-    Never holds more than one chunk of features; `progress(n)` is called after each chunk of n videos.
+    Never holds more than one chunk of features; `progress(n)` is called after each chunk of n videos. Writes
+    `background_videos_for(num_videos)` background-only videos unless `num_background_videos` is given.
     """
     labels = synthetic_labels(seed, num_videos, num_background_videos, config=config)
 
@@ -182,7 +182,7 @@ def write_synthetic_ave(
         _write_labels(directory, labels.labels.numpy(), labels.video_labels.numpy(), splits, CLASS_NAMES)
         if labels.background is not None:
             names = (BACKGROUND_AUDIO_FILE, BACKGROUND_VISUAL_FILE)
-            _write_features(directory, names, num_background_videos, np.float32, chunks(True), progress)
+            _write_features(directory, names, len(labels.background), np.float32, chunks(True), progress)
             _write_array(directory / BACKGROUND_LABELS_FILE, labels.background.video_labels.numpy())
 
     return _replace_directory(Path(out_dir), overwrite, build)
