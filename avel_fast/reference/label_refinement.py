@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel_fast.augment import gather_segments
 from avel_fast.constants import BACKGROUND, NUM_CLASSES, NUM_EVENT_CLASSES, NUM_SEGMENTS
 from avel_fast.metrics import segment_metrics
+from avel_fast.reference.gather import gather_segments
 
 WINDOW = 4
 STRIDE = 2
