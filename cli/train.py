@@ -115,7 +115,11 @@ def train_command(
         None, "--aux/--no-aux", help="AVE/PSP wsel: add the auxiliary objective L_A (step 1 of --refine a+lr)."
     ),
     refine: Optional[str] = typer.Option(
-        None, "--refine", help="AVE/PSP wsel: none | lr | a+lr | dummy | pl (label refinement, docs/weak.md)."
+        None, "--refine", help="AVE/PSP wsel: none | lr | a+lr | dummy | pl | oracle (label refinement, docs/weak.md)."
+    ),
+    keep_video_label: Optional[bool] = typer.Option(
+        None, "--keep-video-label/--no-keep-video-label",
+        help="--refine lr/a+lr: an event video whose windows all came out background keeps its video label.",
     ),
     window: Optional[int] = typer.Option(None, "--window", help="Label refinement: segments per window N (4)."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Label refinement: window stride s (2)."),
@@ -158,7 +162,7 @@ def train_command(
         precision=precision, backend=backend, standardize=standardize, replicate=replicate, link=link, lss=lss,
         lss_weight=lss_weight, smb=smb, smb_per_class=smb_per_class, compile=compile_model, cuda_graphs=cuda_graphs,
         threshold=threshold, aux=aux, refine=refine, window=window, stride=stride, tau=tau, step1_epochs=step1_epochs,
-        features=features, targets=targets, k=k, visual_net=visual_net,
+        keep_video_label=keep_video_label, features=features, targets=targets, k=k, visual_net=visual_net,
         data=str(data.resolve()) if data is not None else None,
         eval_labels=str(eval_labels.resolve()) if eval_labels is not None else None,
     )  # fmt: skip

@@ -28,7 +28,7 @@ PRESETS = ("paper", "quick", "smoke")
 PRECISIONS = ("fp32", "tf32", "bf16")
 BACKENDS = ("fast", "reference")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-REFINEMENTS = ("none", "lr", "a+lr", "dummy", "pl")
+REFINEMENTS = ("none", "lr", "a+lr", "dummy", "pl", "oracle")
 """``--refine``: plain training, or the label-refinement pipeline of docs/weak.md#recipes."""
 
 
@@ -62,6 +62,7 @@ class TrainConfig:
     stride: int = 2  # s, stride of the windows
     tau: float = 0.05  # τ, detection threshold of the window labels
     step1_epochs: int = 200  # epochs of the pipeline's first stage; `epochs` is the stage in the run directory
+    keep_video_label: bool = False  # refine lr / a+lr: all-background event videos keep their video label
     seed: int = 0
     data: str | None = None  # an AVE directory; None = the synthetic set
     eval_labels: str | None = None  # a second label file scoring the test split (docs/metrics.md#label-sets)
@@ -163,7 +164,8 @@ _DEPENDENT_OPTIONS = (
     ("window", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.refine in ("none", "pl") and not c.aux),
     ("stride", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.refine in ("none", "pl") and not c.aux),
     ("tau", "needs --refine lr or a+lr", lambda c: c.refine not in ("lr", "a+lr")),
-    ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.refine in ("none", "dummy")),
+    ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.refine in ("none", "dummy", "oracle")),
+    ("keep_video_label", "needs --refine lr or a+lr", lambda c: c.keep_video_label and c.refine not in ("lr", "a+lr")),
 )
 """Explicit options that only act with another one: (name, what it needs, when it would be ignored)."""
 

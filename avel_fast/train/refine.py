@@ -4,10 +4,12 @@
 
 * ``lr``, ``a+lr``: Step 1, plain weak training (``a+lr``: with the auxiliary objective ``L_A``), an ordinary run
   in ``RUN/step1/``; Step 2, the window labels of every training row from the selected Step-1 checkpoint in eval
-  mode (`refine_labels`, one background-only partner per video drawn once), written to ``RUN/window_labels.h5``,
-  and their quality against the segment labels of the validation videos (and, for information, of the training
-  videos) in ``RUN/window_labels.json``; Step 3, a fresh model trained with ``L_MIL + L_LR`` in ``RUN`` itself.
-* ``dummy``: Step 3 only, every window labelled with its video's labels.
+  mode (`refine_labels`, one background-only partner per video drawn once; ``keep_video_label``: with
+  `keep_video_label`), written to ``RUN/window_labels.h5``, and their quality against the segment labels of the
+  validation videos next to the trivial and ground-truth labels' (and, for information, of the training videos)
+  in ``RUN/window_labels.json``, with a warning when they score below the trivial labels; Step 3, a fresh model
+  trained with ``L_MIL + L_LR`` in ``RUN`` itself.
+* ``dummy``, ``oracle``: Step 3 only, every window labelled with its video's labels / its ground truth.
 * ``pl``: Step 1 plain, the pseudo labels of the training rows (``argmax`` of the Step-1 scores,
   `pseudo_labels`) in ``RUN/pseudo_labels.h5``, then a fresh model trained on them with the family's supervised
   loss in ``RUN``.
@@ -27,11 +29,15 @@ import torch
 
 from avel_fast._rng import derive_seed
 from avel_fast.atomic import atomic_write
+from avel_fast.constants import BACKGROUND
 from avel_fast.metrics import segment_metrics
 from avel_fast.reference.label_refinement import (
+    all_background_event_videos,
     draw_second_videos,
+    keep_video_label,
     pseudo_labels,
     refine_labels,
+    window_label_comparison,
     window_label_quality,
 )
 from avel_fast.train.config import TrainConfig, TrainingError
@@ -64,7 +70,7 @@ STEP1_STREAM, PARTNER_STREAM = 4, 5
 def step1_config(config: TrainConfig) -> TrainConfig:
     """The config of Step 1 of `config`: plain weak training (``a+lr``: with ``aux``), ``step1_epochs``."""
     return dataclasses.replace(
-        config, refine="none", aux=config.refine == "a+lr", epochs=config.step1_epochs,
+        config, refine="none", aux=config.refine == "a+lr", keep_video_label=False, epochs=config.step1_epochs,
         seed=derive_seed(config.seed, STEP1_STREAM),
     )  # fmt: skip
 
@@ -93,7 +99,7 @@ def _step1_model(config: TrainConfig, step1_dir: Path) -> tuple[torch.nn.Module,
     return model.eval(), data, best, stage
 
 
-def window_label_stage(config: TrainConfig, run_dir: Path) -> torch.Tensor:
+def window_label_stage(config: TrainConfig, run_dir: Path, progress: TrainProgress) -> torch.Tensor:
     """Step 2: window labels ``[V, T1, 29]`` of the training rows (file and report of the module docstring)."""
     model, data, best, _ = _step1_model(config, run_dir / STEP1_DIR)
     base = family_of(config.model).weak_base(model)
@@ -116,19 +122,36 @@ def window_label_stage(config: TrainConfig, run_dir: Path) -> torch.Tensor:
         val_partners,
         **options,
     )[: len(val)]
+    all_background = all_background_event_videos(labels, train_rows.video_labels)
+    if config.keep_video_label:
+        labels = keep_video_label(labels, train_rows.video_labels)
+        val_labels = keep_video_label(val_labels, val.video_labels)
     windows = dict(window=config.window, stride=config.stride)
+    compared = window_label_comparison(val_labels.cpu(), val.video_labels.cpu(), val.labels.cpu(), **windows)
+    below = compared["refined"]["window_accuracy"] < compared["trivial"]["window_accuracy"]
     _write_labels(run_dir / LABEL_FILES["window_labels"], "window_labels", labels.to(torch.uint8), {
-        **windows, "tau": config.tau, "step1_epoch": best["epoch"],
+        **windows, "tau": config.tau, "keep_video_label": config.keep_video_label, "step1_epoch": best["epoch"],
     })  # fmt: skip
     write_json(run_dir / "window_labels.json", {
-        **windows, "tau": config.tau, "step1_epoch": best["epoch"], "step1_val_accuracy": best["val_accuracy"],
-        "val": window_label_quality(val_labels, val.labels.cpu(), **windows),
+        **windows, "tau": config.tau, "keep_video_label": config.keep_video_label, "step1_epoch": best["epoch"],
+        "step1_val_accuracy": best["val_accuracy"],
+        "val": compared["refined"], "val_trivial": compared["trivial"], "val_ground_truth": compared["ground_truth"],
+        "refined_below_trivial": below,
         "train": window_label_quality(labels, train_rows.labels.cpu(), **windows),
+        "train_event_videos": int((train_rows.video_labels[:, :BACKGROUND] > 0).any(dim=1).sum()),
+        "train_event_videos_all_background": int(all_background.sum()),
     })  # fmt: skip
+    if below:
+        progress.note(
+            f"warning: the refined window labels score below the trivial ones on the validation videos (window "
+            f"accuracy {compared['refined']['window_accuracy']:.3f} < {compared['trivial']['window_accuracy']:.3f}; "
+            f"{int(all_background.sum())} training event videos have only background windows): a longer or better "
+            "step 1, a lower --tau or --keep-video-label may help (docs/weak.md#label-quality)"
+        )
     return labels
 
 
-def pseudo_label_stage(config: TrainConfig, run_dir: Path) -> torch.Tensor:
+def pseudo_label_stage(config: TrainConfig, run_dir: Path, progress: TrainProgress) -> torch.Tensor:
     """AVE+PL: pseudo segment labels ``[V, T]`` of the training rows from the selected Step-1 checkpoint, with
     their accuracy against the training segment labels (for information) in ``RUN/pseudo_labels.json``."""
     model, data, best, stage = _step1_model(config, run_dir / STEP1_DIR)
@@ -183,7 +206,7 @@ def train_refined(
                 if done is None:
                     return None
             progress.note(f"--refine {config.refine}: {key.replace('_', ' ')} from the step-1 checkpoint")
-            extras[key] = stage(config, run_dir)
+            extras[key] = stage(config, run_dir, progress)
     progress.note(f"last stage of --refine {config.refine}: training into {run_dir}")
     return train(
         config, run_dir, resume=resume and (run_dir / LAST_FILE).is_file(), progress=progress,

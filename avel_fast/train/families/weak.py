@@ -10,6 +10,7 @@ refinement adds (docs/weak.md#label-refinement, the pipeline in `avel_fast.train
   training rows, seeded by ``(seed, epoch, step)`` (`aux_partners`);
 * ``lr``, ``a+lr`` (Step 3): ``+ L_LR`` against the window labels of Step 2, ``RunData.extras["window_labels"]``;
 * ``dummy``: ``+ L_LR`` against every window labelled with its video's labels;
+* ``oracle``: ``+ L_LR`` against the ground-truth window labels of the batch's segment labels;
 * ``pl``: the family's supervised loss against ``RunData.extras["segment_labels"]`` (pseudo labels) instead.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from avel_fast.reference.label_refinement import (
     check_splice_window,
     draw_second_videos,
     dummy_window_labels,
+    oracle_window_labels,
     window_loss,
 )
 from avel_fast.train.errors import TrainingError
@@ -123,6 +125,8 @@ class WeakObjective(Objective):
         elif config.refine == "dummy":
             labels = dummy_window_labels(batch.video_labels, scores.shape[1], config.window, config.stride)
             loss = loss + self.window_loss(scores, labels)
+        elif config.refine == "oracle":
+            loss = loss + self.window_loss(scores, oracle_window_labels(batch.labels, config.window, config.stride))
         return StepOutput(loss, scores, batch.labels)
 
     def window_loss(self, scores: torch.Tensor, window_labels: torch.Tensor) -> torch.Tensor:
@@ -148,7 +152,10 @@ class WeakFamily(ModelFamily):
     """The shared part of the AVE baseline and PSP families (module docstring). Subclasses give `build_model`,
     `video_probabilities`, `weak_loss` and `supervised_loss`."""
 
-    switches: ClassVar[dict[str, str]] = {"aux": "the auxiliary objective L_A of label refinement"}
+    switches: ClassVar[dict[str, str]] = {
+        "aux": "the auxiliary objective L_A of label refinement",
+        "keep_video_label": "the video label for event videos whose windows all came out background",
+    }
     options: ClassVar[dict[str, str]] = REFINE_OPTIONS
     ignored_options: ClassVar[dict[str, str]] = UNUSED_SHARED_OPTIONS
     objective_class = WeakObjective
@@ -173,7 +180,7 @@ class WeakFamily(ModelFamily):
             raise TrainingError("--aux is a weak objective: use it with --setting wsel")
         if config.aux and config.refine != "none":
             raise TrainingError(f"--aux is Step 1 of --refine a+lr: it cannot go with --refine {config.refine}")
-        if config.aux or config.refine in ("lr", "a+lr", "dummy"):
+        if config.aux or config.refine in ("lr", "a+lr", "dummy", "oracle"):
             auxiliary = config.aux or config.refine == "a+lr"
             try:
                 check_splice_window(NUM_SEGMENTS, config.window, config.stride, auxiliary=auxiliary)
