@@ -83,7 +83,7 @@ def test_the_weak_base_uses_the_families_weak_losses():
 
 
 def _smoke(**overrides):
-    return resolve_config("ave", preset="smoke", setting="wsel", device="cpu", **overrides)
+    return resolve_config("ave", preset="smoke", setting="wsel", device="cpu", synthetic_videos=60, **overrides)
 
 
 class Notes(TrainProgress):
