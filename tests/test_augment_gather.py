@@ -1,8 +1,12 @@
 """Gathering fused/replica features from sampler indices, and the Link layout (docs/augmentations.md, DPNet §3.4)."""
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import avel_fast.reference
 from avel_fast.augment import ReplicaSampler, gather_segments, interleave, smb_fusion
 from avel_fast.constants import BACKGROUND, NUM_EVENT_CLASSES
 
@@ -65,3 +69,25 @@ def test_empty_indices_gather_nothing_even_from_no_videos():
     for features in (torch.zeros(0, 10, 3), torch.zeros(4, 10, 3)):
         assert gather_segments(features, empty, empty).shape == (0, 10, 3)
         assert gather_segments(features, torch.from_numpy(empty), torch.from_numpy(empty)).shape == (0, 10, 3)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def test_the_reference_layer_imports_nothing_from_augment():
+    """`avel_fast.reference` (label refinement's synthetic videos among it) sits below `avel_fast.augment`: the gather
+    lives in the reference layer and augment's `gather_segments` is that one."""
+    for path in Path(avel_fast.reference.__file__).parent.glob("*.py"):
+        above = {name for name in _imported_modules(path) if name.split(".")[:2] == ["avel_fast", "augment"]}
+        assert not above, f"{path.name} imports {sorted(above)}"
+    from avel_fast.reference.gather import gather_segments as reference_gather
+
+    assert gather_segments is reference_gather

@@ -1,5 +1,6 @@
 """The reference AVE baseline and PSP: public parameter names and counts, hand-built checks of the attention's and
-classifier's easy-to-miss details, the PSP threshold, heads and losses, and the per-segment feature interface."""
+classifier's easy-to-miss details, the PSP threshold, heads and losses, the per-segment feature interface, and
+their LSTMs under CPU bf16 autocast on a CPU without a bf16 LSTM (docs/weak.md#precision)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avel_fast.augment import gather_segments
+from avel_fast.reference.gather import gather_segments
 from avel_fast.constants import BACKGROUND
 from avel_fast.reference import (
     AudioGuidedAttention,
@@ -20,6 +21,7 @@ from avel_fast.reference import (
     mean_mil_prob,
     soft_margin_on_probs,
 )
+from avel_fast.reference import ave
 from avel_fast.reference.psp import UNUSED_PUBLIC_KEYS, pruned_affinity
 
 LSTM_KEYS = [
@@ -355,3 +357,109 @@ def test_spliced_segment_features_equal_the_forward_of_the_spliced_video(name):
     spliced = [gather_segments(f, video_idx, segment_idx) for f in model.segment_features(audio, visual)]
     expected = model(gather_segments(audio, video_idx, segment_idx), gather_segments(visual, video_idx, segment_idx))
     torch.testing.assert_close(model.from_segment_features(*spliced), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- LSTMs under CPU bf16 autocast -----------------------------------------------------------------------------------
+
+ONEDNN_ERROR = "could not create a primitive descriptor for the LSTM forward propagation primitive"
+
+
+def bf16_autocast() -> bool:
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+@pytest.fixture
+def cpu_without_bf16_lstm(monkeypatch):
+    """This process as on a 2-core AMD EPYC without AVX-512: an LSTM under CPU bf16 autocast raises oneDNN's error
+    (the probe's cache is cleared before and after, so it sees this CPU and the next test the real one)."""
+    real = torch._VF.lstm
+
+    def lstm(*args, **kwargs):
+        if bf16_autocast():
+            raise RuntimeError(ONEDNN_ERROR)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch._VF, "lstm", lstm)
+    ave.cpu_bf16_lstm_supported.cache_clear()
+    yield
+    ave.cpu_bf16_lstm_supported.cache_clear()
+
+
+def bf16_outputs_and_grads(model: torch.nn.Module, audio: torch.Tensor, visual: torch.Tensor, autocast: bool):
+    """Scores, parameter gradients of a loss on them, and the output dtypes of the model's LSTMs."""
+    model.zero_grad()
+    dtypes = []
+    hooks = [
+        module.register_forward_hook(lambda _module, _args, output: dtypes.append(output[0].dtype))
+        for module in model.modules() if isinstance(module, torch.nn.LSTM)
+    ]  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        output = model(audio, visual)
+        scores = output[0] if isinstance(output, tuple) else output
+    scores.float().square().mean().backward()
+    for hook in hooks:
+        hook.remove()
+    return scores.detach().float(), {name: p.grad.clone() for name, p in model.named_parameters()}, set(dtypes)
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.float() - want).norm() / want.norm().clamp_min(1e-12)).item()
+
+
+def assert_tracks_fp32(model: torch.nn.Module) -> set[torch.dtype]:
+    """Scores under bf16 autocast within 2 % (in norm) of fp32's, every parameter gradient within 20 % (bf16's
+    8-bit mantissa through the attention's backward: about 10 % on the deepest layers); returns the output
+    dtypes of the LSTMs under autocast."""
+    audio, visual = inputs(batch=1, segments=3)
+    got_scores, got_grads, dtypes = bf16_outputs_and_grads(model, audio, visual, autocast=True)
+    want_scores, want_grads, _ = bf16_outputs_and_grads(model, audio, visual, autocast=False)
+    assert relative_error(got_scores, want_scores) < 0.02
+    errors = {name: relative_error(got_grads[name], want) for name, want in want_grads.items()}
+    assert max(errors.values()) < 0.2, errors
+    return dtypes
+
+
+def test_the_probe_sees_a_cpu_without_bf16_lstm_without_drawing_random_numbers(cpu_without_bf16_lstm):
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    assert not ave.cpu_bf16_lstm_supported()
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_the_probe_works_inside_no_grad_and_inference_mode():
+    with torch.no_grad():
+        inside_no_grad = ave.cpu_bf16_lstm_supported.__wrapped__()
+    with torch.inference_mode():
+        inside_inference = ave.cpu_bf16_lstm_supported.__wrapped__()
+    assert inside_no_grad == inside_inference == ave.cpu_bf16_lstm_supported.__wrapped__()
+
+
+@pytest.mark.parametrize("name", ["ave", "psp-wsel"])
+def test_models_train_under_bf16_autocast_on_a_cpu_without_bf16_lstm(cpu_without_bf16_lstm, name):
+    torch.manual_seed(0)
+    assert assert_tracks_fp32(MODELS[name]().eval()) == {torch.float32}
+
+
+@pytest.mark.parametrize("supported", [True, False])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_both_branches_of_the_probe_track_fp32(monkeypatch, name, supported):
+    """The probe's answer forced: True runs the LSTMs in bf16 as plain `nn.LSTM` does (where this CPU has one),
+    False in fp32."""
+    if supported and not ave.cpu_bf16_lstm_supported():
+        pytest.skip("this CPU has no bf16 LSTM")
+    monkeypatch.setattr(ave, "cpu_bf16_lstm_supported", lambda: supported)
+    torch.manual_seed(0)
+    assert assert_tracks_fp32(MODELS[name]().eval()) == {torch.bfloat16 if supported else torch.float32}
+
+
+def test_where_the_cpu_has_a_bf16_lstm_the_numbers_are_those_of_nn_lstm():
+    if not ave.cpu_bf16_lstm_supported():
+        pytest.skip("this CPU has no bf16 LSTM")
+    torch.manual_seed(0)
+    lstm = ave.bidirectional_lstm(6)
+    plain = torch.nn.LSTM(6, ave.HIDDEN, 1, batch_first=True, bidirectional=True)
+    plain.load_state_dict(lstm.state_dict())
+    features = torch.randn(2, 5, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(lstm(features)[0], plain(features)[0])

@@ -7,6 +7,8 @@ the code wins: the audio half comes first in the concatenation and a ReLU preced
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,9 +104,45 @@ class AudioGuidedAttention(nn.Module):
         return (attended, attention) if return_attention else attended
 
 
-def bidirectional_lstm(input_size: int) -> nn.LSTM:
+@functools.cache
+def cpu_bf16_lstm_supported() -> bool:
+    """Whether this CPU runs an LSTM forward and backward under bf16 autocast, probed once per process (oneDNN
+    has no bf16 LSTM primitive on some x86-64 CPUs without AVX-512; docs/weak.md#precision). The probe draws
+    no random numbers from the caller's generator and works inside ``no_grad`` / ``inference_mode``."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        lstm = nn.LSTM(2, 2, 1, batch_first=True, bidirectional=True)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                lstm(torch.ones(1, 2, 2))[0].float().sum().backward()
+        except RuntimeError:
+            return False
+    return True
+
+
+def _needs_fp32_lstm(input: torch.Tensor) -> bool:
+    return (
+        input.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not cpu_bf16_lstm_supported()
+    )
+
+
+class BiLSTM(nn.LSTM):
+    """`nn.LSTM` (same parameters and `state_dict`) that runs in fp32, autocast off and its inputs cast, where
+    CPU bf16 autocast would ask this CPU for a bf16 LSTM it lacks (`cpu_bf16_lstm_supported`); unchanged
+    everywhere else (docs/weak.md#precision)."""
+
+    def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if not _needs_fp32_lstm(input):
+            return super().forward(input, hx)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(input.float(), None if hx is None else tuple(h.float() for h in hx))
+
+
+def bidirectional_lstm(input_size: int) -> BiLSTM:
     """One-layer Bi-LSTM, hidden 128, batch first (eqs. 2-3); PyTorch's default init; zero initial states."""
-    return nn.LSTM(input_size, HIDDEN, 1, batch_first=True, bidirectional=True)
+    return BiLSTM(input_size, HIDDEN, 1, batch_first=True, bidirectional=True)
 
 
 class AVEBaseline(nn.Module):

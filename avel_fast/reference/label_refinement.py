@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel_fast.augment import gather_segments
 from avel_fast.constants import BACKGROUND, NUM_CLASSES, NUM_EVENT_CLASSES, NUM_SEGMENTS
 from avel_fast.metrics import segment_metrics
+from avel_fast.reference.ave import soft_margin_on_probs
+from avel_fast.reference.gather import gather_segments
+from avel_fast.reference.psp import bce_on_probs
 
 WINDOW = 4
 STRIDE = 2
@@ -77,13 +79,13 @@ class WeakBase:
 
     @classmethod
     def ave(cls, model: nn.Module, *, splice_features: bool = True) -> WeakBase:
-        """The AVE baseline: max pooling, multi-label soft margin loss on the video probabilities."""
-        return cls(model, max_pool, F.multilabel_soft_margin_loss, splice_features)
+        """The AVE baseline: max pooling, `soft_margin_on_probs` on the video probabilities."""
+        return cls(model, max_pool, soft_margin_on_probs, splice_features)
 
     @classmethod
     def psp(cls, model: nn.Module, *, splice_features: bool = True) -> WeakBase:
-        """Weak PSP: mean pooling of the weighted scores, binary cross-entropy on the video probabilities."""
-        return cls(model, mean_pool, F.binary_cross_entropy, splice_features)
+        """Weak PSP: mean pooling of the weighted scores, `bce_on_probs` on the video probabilities."""
+        return cls(model, mean_pool, bce_on_probs, splice_features)
 
     def segment_features(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What synthetic videos are spliced from: the model's per-segment features, or the raw inputs."""
@@ -424,6 +426,44 @@ def window_label_quality(
         "background_f1": metrics["non_ave_f1"],
         "num_windows": metrics["num_segments"],
     }
+
+
+def all_background_event_videos(window_labels: torch.Tensor, video_labels: torch.Tensor) -> torch.Tensor:
+    """Bool ``[V]``: the event videos (an event class in their video label ``[V, 29]``) whose every window
+    label ``[V, T1, 29]`` came out background, the videos on which ``L_LR`` teaches background on a whole event
+    (docs/weak.md#label-quality)."""
+    _check_video_labels(video_labels)
+    if window_labels.dim() != 3 or window_labels.shape[0] != len(video_labels):
+        raise ValueError(
+            f"window_labels must have shape [{len(video_labels)}, T1, {NUM_CLASSES}], got {tuple(window_labels.shape)}"
+        )
+    event_video = (video_labels[:, :BACKGROUND] > 0).any(dim=1).to(window_labels.device)
+    return event_video & (window_labels[..., :BACKGROUND] <= 0).all(dim=(1, 2))
+
+
+def keep_video_label(window_labels: torch.Tensor, video_labels: torch.Tensor) -> torch.Tensor:
+    """``--keep-video-label``, a deviation from TLR eqs. 10-11 (docs/weak.md#label-quality): the window labels
+    ``[V, T1, 29]`` with every window of an `all_background_event_videos` video labelled with its video label
+    (its LR_dummy labels); the other videos' windows unchanged."""
+    restore = all_background_event_videos(window_labels, video_labels)
+    dummy = video_labels.to(window_labels)[:, None].expand_as(window_labels)
+    return torch.where(restore[:, None, None], dummy, window_labels)
+
+
+def window_label_comparison(
+    window_labels: torch.Tensor, video_labels: torch.Tensor, gt_segments, window: int = WINDOW, stride: int = STRIDE
+) -> dict:
+    """`window_label_quality` of three label sets of the same videos (docs/weak.md#label-quality): ``refined``
+    (`window_labels` ``[V, T1, 29]``), ``trivial`` (`dummy_window_labels` of `video_labels`, every window the
+    video label) and ``ground_truth`` (`oracle_window_labels` of `gt_segments` ``[V, T]``, a perfect score by
+    construction: the row ``--refine oracle`` trains on)."""
+    gt_segments = torch.as_tensor(gt_segments)
+    sets = {
+        "refined": window_labels,
+        "trivial": dummy_window_labels(video_labels.cpu(), gt_segments.shape[1], window, stride),
+        "ground_truth": oracle_window_labels(gt_segments, window, stride),
+    }
+    return {name: window_label_quality(labels, gt_segments, window, stride) for name, labels in sets.items()}
 
 
 def pseudo_labels(scores: torch.Tensor, video_labels: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,19 @@ refinement adds (docs/weak.md#label-refinement):
   training rows, seeded by ``(seed, epoch, step)`` (`aux_partners`);
 * ``lr``, ``a+lr`` (Step 3): ``+ L_LR`` against the window labels of Step 2, ``RunData.extras["window_labels"]``;
 * ``dummy``: ``+ L_LR`` against every window labelled with its video's labels;
+* ``oracle``: ``+ L_LR`` against the ground-truth window labels of the batch's segment labels;
 * ``pl``: the family's supervised loss against ``RunData.extras["segment_labels"]`` (pseudo labels) instead.
 
 The recipe of ``--refine`` (`WeakFamily.run`, TLR §4-5) runs its stages into one run directory ``RUN``:
 
 * ``lr``, ``a+lr``: Step 1, plain weak training (``a+lr``: with the auxiliary objective ``L_A``), an ordinary run
   in ``RUN/step1/``; Step 2, the window labels of every training row from the selected Step-1 checkpoint in eval
-  mode (`refine_labels`, one background-only partner per video drawn once), written to ``RUN/window_labels.h5``,
-  and their quality against the segment labels of the validation videos (and, for information, of the training
-  videos) in ``RUN/window_labels.json``; Step 3, a fresh model trained with ``L_MIL + L_LR`` in ``RUN`` itself.
-* ``dummy``: Step 3 only, every window labelled with its video's labels.
+  mode (`refine_labels`, one background-only partner per video drawn once; ``keep_video_label``: with
+  `keep_video_label`), written to ``RUN/window_labels.h5``, and their quality against the segment labels of the
+  validation videos next to the trivial and ground-truth labels' (and, for information, of the training videos)
+  in ``RUN/window_labels.json``, with a warning when they score below the trivial labels; Step 3, a fresh model
+  trained with ``L_MIL + L_LR`` in ``RUN`` itself.
+* ``dummy``, ``oracle``: Step 3 only, every window labelled with its video's labels / its ground truth.
 * ``pl``: Step 1 plain, the pseudo labels of the training rows (``argmax`` of the Step-1 scores,
   `pseudo_labels`) in ``RUN/pseudo_labels.h5``, then a fresh model trained on them with the family's supervised
   loss in ``RUN``.
@@ -44,12 +47,16 @@ from avel_fast.constants import BACKGROUND, NUM_SEGMENTS
 from avel_fast.metrics import segment_metrics
 from avel_fast.reference.label_refinement import (
     WeakBase,
+    all_background_event_videos,
     aux_loss,
     check_splice_window,
     draw_second_videos,
     dummy_window_labels,
+    keep_video_label,
+    oracle_window_labels,
     pseudo_labels,
     refine_labels,
+    window_label_comparison,
     window_label_quality,
     window_loss,
 )
@@ -94,9 +101,9 @@ STAGE_EPOCHS = {
 }
 """Epochs of the refinement stages (TLR §5: 200 for Step 1, 100 for Step 3); quick gives each stage the budget of
 a plain quick run (a last stage of one or two epochs does not converge at these sizes), smoke the least."""
-REFINEMENTS = ("none", "lr", "a+lr", "dummy", "pl")
+REFINEMENTS = ("none", "lr", "a+lr", "dummy", "pl", "oracle")
 """``--refine``: plain training, or the label-refinement recipe of the module docstring."""
-WINDOWED = ("lr", "a+lr", "dummy")
+WINDOWED = ("lr", "a+lr", "dummy", "oracle")
 
 
 @dataclass(frozen=True)
@@ -105,13 +112,16 @@ class WeakOptions(SegmentOptions):
 
     aux: bool = option(False, "WSEL: add the auxiliary objective L_A (Step 1 of --refine a+lr on its own).")
     refine: str = option(
-        "none", "WSEL: none | lr | a+lr | dummy | pl (label refinement, docs/weak.md).", choices=REFINEMENTS
+        "none", "WSEL: none | lr | a+lr | dummy | pl | oracle (label refinement, docs/weak.md).", choices=REFINEMENTS
     )
     window: int = option(4, "Label refinement: segments per window N (4).", low=1)
     stride: int = option(2, "Label refinement: window stride s (2).", low=1)
     tau: float = option(0.05, "Label refinement: window-label threshold τ in [0, 1] (0.05).", low=0.0, high=1.0,
                         upto=True)  # fmt: skip
     step1_epochs: int = option(200, "Label refinement: epochs of Step 1 (--epochs: the last stage).", low=1)
+    keep_video_label: bool = option(
+        False, "--refine lr/a+lr: an event video whose windows all came out background keeps its video label."
+    )
 
     needs = (
         ("window", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.options.refine in ("none", "pl") and
@@ -119,7 +129,9 @@ class WeakOptions(SegmentOptions):
         ("stride", "needs --refine lr, a+lr or dummy, or --aux", lambda c: c.options.refine in ("none", "pl") and
          not c.options.aux),
         ("tau", "needs --refine lr or a+lr", lambda c: c.options.refine not in ("lr", "a+lr")),
-        ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.options.refine in ("none", "dummy")),
+        ("step1_epochs", "needs --refine lr, a+lr or pl", lambda c: c.options.refine in ("none", "dummy", "oracle")),
+        ("keep_video_label", "needs --refine lr or a+lr", lambda c: c.options.keep_video_label and
+         c.options.refine not in ("lr", "a+lr")),
     )  # fmt: skip
 
     @classmethod
@@ -221,6 +233,8 @@ class WeakObjective(Objective):
         elif options.refine == "dummy":
             labels = dummy_window_labels(batch.video_labels, scores.shape[1], options.window, options.stride)
             loss = loss + self.window_loss(scores, labels)
+        elif options.refine == "oracle":
+            loss = loss + self.window_loss(scores, oracle_window_labels(batch.labels, options.window, options.stride))
         return StepOutput(loss, scores, batch.labels)
 
     def window_loss(self, scores: torch.Tensor, window_labels: torch.Tensor) -> torch.Tensor:
@@ -247,7 +261,7 @@ def step1_config(config):
     """The config of Step 1 of `config`: plain weak training (``a+lr``: with ``aux``), ``step1_epochs``."""
     options = config.options
     return config.replace(
-        refine="none", aux=options.refine == "a+lr", epochs=options.step1_epochs,
+        refine="none", aux=options.refine == "a+lr", keep_video_label=False, epochs=options.step1_epochs,
         seed=derive_seed(config.seed, STEP1_STREAM),
     )  # fmt: skip
 
@@ -349,7 +363,7 @@ class WeakFamily(ModelFamily):
                         return None
                 progress.note(f"--refine {refine}: {key.replace('_', ' ')} from the step-1 checkpoint")
                 stage = self.window_label_stage if key == "window_labels" else self.pseudo_label_stage
-                extras[key] = stage(config, run_dir)
+                extras[key] = stage(config, run_dir, progress)
         progress.stage(f"last stage of --refine {refine}: training into {run_dir}")
         return fit(
             self, config, run_dir, resume=resume and (run_dir / LAST_FILE).is_file(), progress=progress,
@@ -366,7 +380,7 @@ class WeakFamily(ModelFamily):
         model.load_state_dict(best["model"])
         return model.eval(), data, best, stage
 
-    def window_label_stage(self, config, run_dir: Path) -> torch.Tensor:
+    def window_label_stage(self, config, run_dir: Path, progress: TrainProgress) -> torch.Tensor:
         """Step 2: window labels ``[V, T1, 29]`` of the training rows (file and report of the module docstring)."""
         model, data, best, _ = self._step1_model(config, run_dir / STEP1_DIR)
         base = self.weak_base(model)
@@ -390,17 +404,33 @@ class WeakFamily(ModelFamily):
             val_partners,
             **refined,
         )[: len(val)]
-        _write_labels(run_dir / LABEL_FILES["window_labels"], "window_labels", labels.to(torch.uint8), {
-            **windows, "tau": options.tau, "step1_epoch": best["epoch"],
-        })  # fmt: skip
+        all_background = all_background_event_videos(labels, train_rows.video_labels)
+        if options.keep_video_label:
+            labels = keep_video_label(labels, train_rows.video_labels)
+            val_labels = keep_video_label(val_labels, val.video_labels)
+        compared = window_label_comparison(val_labels.cpu(), val.video_labels.cpu(), val.labels.cpu(), **windows)
+        below = compared["refined"]["window_accuracy"] < compared["trivial"]["window_accuracy"]
+        stored = dict(windows, tau=options.tau, keep_video_label=options.keep_video_label, step1_epoch=best["epoch"])
+        _write_labels(run_dir / LABEL_FILES["window_labels"], "window_labels", labels.to(torch.uint8), stored)
         write_json(run_dir / "window_labels.json", {
-            **windows, "tau": options.tau, "step1_epoch": best["epoch"], "step1_val_accuracy": best["val_accuracy"],
-            "val": window_label_quality(val_labels, val.labels.cpu(), **windows),
+            **stored, "step1_val_accuracy": best["val_accuracy"],
+            "val": compared["refined"], "val_trivial": compared["trivial"],
+            "val_ground_truth": compared["ground_truth"], "refined_below_trivial": below,
             "train": window_label_quality(labels, train_rows.labels.cpu(), **windows),
+            "train_event_videos": int((train_rows.video_labels[:, :BACKGROUND] > 0).any(dim=1).sum()),
+            "train_event_videos_all_background": int(all_background.sum()),
         })  # fmt: skip
+        if below:
+            progress.note(
+                f"warning: the refined window labels score below the trivial ones on the validation videos (window "
+                f"accuracy {compared['refined']['window_accuracy']:.3f} < "
+                f"{compared['trivial']['window_accuracy']:.3f}; {int(all_background.sum())} training event videos "
+                "have only background windows): a longer or better step 1, a lower --tau or --keep-video-label may "
+                "help (docs/weak.md#label-quality)"
+            )
         return labels
 
-    def pseudo_label_stage(self, config, run_dir: Path) -> torch.Tensor:
+    def pseudo_label_stage(self, config, run_dir: Path, progress: TrainProgress) -> torch.Tensor:
         """AVE+PL: pseudo segment labels ``[V, T]`` of the training rows from the selected Step-1 checkpoint, with
         their accuracy against the training segment labels (for information) in ``RUN/pseudo_labels.json``."""
         model, data, best, stage = self._step1_model(config, run_dir / STEP1_DIR)
