@@ -42,7 +42,8 @@ from avel_fast.metrics import SCALAR_METRICS, segment_metrics
 from avel_fast.postprocess import b2ilc
 from avel_fast.predictions import DATA_LABELS, predictions_file, write_predictions
 from avel_fast.train.config import TrainConfig, TrainingError
-from avel_fast.train.distributed import DistributedContext, distributed_context, localized
+from avel_fast.train.distributed import DistributedContext, distributed_context, localized, resume_command
+from avel_fast.train.failures import DivergenceWatch, settled_on_failure
 from avel_fast.train.families import family_of
 from avel_fast.train.families.base import TrainBatch, autocast
 from avel_fast.train.data import FeatureStats, RunData, load_split
@@ -230,22 +231,31 @@ class EpochTrainer:
         host_order = train.order(seed=self.config.seed, epoch=epoch, device="cpu")
         order, host_order = on_device(host_order, train.device), host_order.numpy()
         totals = torch.zeros(3, dtype=torch.float64, device=train.device)
-        reported = 0
+        watch, reported = DivergenceWatch(train.device), 0
         for step in range(self.steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
             lr = self.learning_rate(epoch, step)
-            self.step(epoch, step, lr, host_order[rows], order[rows], totals)
+            self.step(epoch, step, lr, host_order[rows], order[rows], totals, watch)
             if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == self.steps:
                 loss, accuracy = self.running_figures(totals, min(rows.stop, len(train)))
+                watch.check(epoch, self.config, self.context)
                 self.progress.step(epoch, self.config.epochs, loss, accuracy, steps=step + 1 - reported)
                 reported = step + 1
         return loss, accuracy, lr
 
     def step(
-        self, epoch: int, step: int, lr: float, global_index: np.ndarray, rows: torch.Tensor, totals: torch.Tensor
+        self,
+        epoch: int,
+        step: int,
+        lr: float,
+        global_index: np.ndarray,
+        rows: torch.Tensor,
+        totals: torch.Tensor,
+        watch: DivergenceWatch,
     ) -> None:
         """One optimizer step on this rank's share of the global batch (`global_index` on the host, `rows` on
-        the device); adds loss·videos, correct segments and segments of the share to `totals` on the device."""
+        the device); adds loss·videos, correct segments and segments of the share to `totals` on the device and
+        shows the loss and the updated weights to `watch`."""
         share = self.context.share(len(global_index))
         batch = TrainBatch(self.data.train.rows(rows[share.positions]), global_index, share.positions)
         for group in self.optimizer.param_groups:
@@ -256,6 +266,7 @@ class EpochTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         (output.loss * share.weight).backward()
         self.optimizer.step()
+        watch.observe(step, output.loss, self.model.parameters())
         if share.count:  # a borrowed video (weight 0) counts nowhere
             totals[0] += output.loss.detach() * share.count
             totals[1] += (output.logits.detach().argmax(dim=-1) == output.labels).sum()
@@ -333,18 +344,19 @@ def train(
     arguments and gets the report (docs/distributed.md). `extras` (per-training-row targets, `RunData.extras`)
     make this call one stage of that pipeline, in a run directory the pipeline has checked.
     """
-    if config.refine != "none" and extras is None:
-        from avel_fast.train.refine import train_refined
-
-        return train_refined(
-            config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run
-        )
     run_dir = Path(run_dir)
-    with distributed_context(config.device) as context:
-        return _train(
-            config, run_dir, context, resume, (progress or TrainProgress()) if context.is_main else TrainProgress(),
-            max_epochs_this_run, extras,
-        )  # fmt: skip
+    with settled_on_failure(run_dir, config):
+        if config.refine != "none" and extras is None:
+            from avel_fast.train.refine import train_refined
+
+            return train_refined(
+                config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run
+            )
+        with distributed_context(config.device) as context:
+            return _train(
+                config, run_dir, context, resume, (progress or TrainProgress()) if context.is_main else TrainProgress(),
+                max_epochs_this_run, extras,
+            )  # fmt: skip
 
 
 def _check_run_dir(run_dir: Path, resume: bool, stage: bool) -> None:
@@ -465,13 +477,13 @@ def interrupted_message(run_dir: str | Path, config: TrainConfig) -> str:
     run_dir = Path(run_dir)
     if not (run_dir / LAST_FILE).is_file():
         if resumable(run_dir):  # a label-refinement pipeline stopped in an earlier stage
-            return f"interrupted; resume with avel-fast train {config.model} --resume --out {run_dir}"
+            return f"interrupted; resume with {resume_command(config.model, run_dir)}"
         return f"interrupted before the first epoch ended: {run_dir} holds nothing to resume; run the command again"
     saved = load_checkpoint(run_dir / LAST_FILE, keys=RESUME_KEYS)["epoch"]
     where = "during the test evaluation" if saved == config.epochs else f"at epoch {saved + 1}"
     return (
         f"interrupted {where}; {run_dir / LAST_FILE} holds epoch {saved}: resume with "
-        f"avel-fast train {config.model} --resume --out {run_dir}"
+        f"{resume_command(config.model, run_dir)}"
     )
 
 
