@@ -147,7 +147,7 @@ def train_command(
         train,
         train_seeds,
     )
-    from avel_fast.train.distributed import is_main_process
+    from avel_fast.train.distributed import is_main_process, resume_command
     from avel_fast.train.engine import interrupted_message
     from avel_fast.train.sweep import report_columns
 
@@ -188,8 +188,8 @@ def train_command(
         except KeyboardInterrupt:
             if seeds is not None:
                 raise TrainingError(
-                    f"interrupted; finished seeds are kept: resume with avel-fast train {config.model} --resume "
-                    f"--seeds {seeds} --out {out}"
+                    f"interrupted; finished seeds are kept: resume with {resume_command(config.model, out)} "
+                    f"--seeds {seeds}"
                 ) from None
             raise TrainingError(interrupted_message(out, config)) from None
     except (TrainingError, AVEFormatError) as err:
