@@ -43,8 +43,9 @@ class RunFailed(TrainingError):
 
 class DivergenceWatch:
     """The first step of an epoch whose loss or updated weights are not finite (a non-finite gradient makes the
-    weights so), kept on the device as ``[step, loss, weights' ∞-norm]`` (step ∞ while all are finite) and read
-    with the running figures (`check`)."""
+    weights so; weights beyond ~1e19 overflow their float32 2-norm and count too), kept on the device as ``[step,
+    loss, sum of the weights' 2-norms]`` (step ∞ while all are finite) and read with the running figures
+    (`check`)."""
 
     def __init__(self, device: torch.device) -> None:
         self.state = torch.full((3,), NO_STEP, dtype=torch.float64, device=device)
@@ -53,7 +54,7 @@ class DivergenceWatch:
     def observe(self, step: int, loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter]) -> None:
         """Record `step` if it is the first whose `loss` or `parameters` (after the optimizer step) are not
         finite."""
-        weights = torch.nn.utils.get_total_norm(list(parameters), norm_type=math.inf)
+        weights = torch.stack(torch._foreach_norm(list(parameters), 2)).sum()  # one fused kernel on CUDA
         values = torch.stack((loss.double().reshape(()), weights.double()))
         first = values.isfinite().all().logical_not() & self.state[0].isinf()
         self.state = torch.where(first, torch.cat((values.new_full((1,), step), values)), self.state)
@@ -65,7 +66,7 @@ class DivergenceWatch:
         step, loss, weights = min(states, key=lambda state: state[0])
         if step == NO_STEP:
             return
-        updated = "" if math.isfinite(weights) or not math.isfinite(loss) else f", weights {weights:g} after the step"
+        updated = "" if math.isfinite(weights) or not math.isfinite(loss) else f", weight norm {weights:g} after it"
         raise RunFailed(
             f"training diverged at epoch {epoch + 1}, step {int(step) + 1} (loss {loss:.4g}{updated})",
             f"train again with a lower --lr (now {config.lr:g}){loss_weights(config)}",
