@@ -172,8 +172,9 @@ def test_atomic_write_interrupted_just_after_the_move(tmp_path, monkeypatch):
 def test_the_resume_hints_under_torchrun_show_the_torchrun_command(tmp_path, monkeypatch, world, per_node, launcher):
     monkeypatch.setenv("WORLD_SIZE", world)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", per_node)
-    (tmp_path / "step1").mkdir()  # a label-refinement pipeline past its first stage
     config = resolve_config("ave", preset="smoke", setting="wsel", refine="lr", device="cpu")
+    assert interrupted_message(tmp_path, config).startswith("interrupted before the first epoch ended: ")
+    (tmp_path / "step1").mkdir()  # a label-refinement pipeline past its first stage
     command = f"{launcher} -m avel_fast train ave --resume --out {tmp_path}"
     assert interrupted_message(tmp_path, config) == f"interrupted; resume with {command}"
     lost = resource_failure(RuntimeError("[gloo/transport/tcp/pair.cc:537] Connection reset by peer"), config)

@@ -96,14 +96,22 @@ def resource_failure(err: BaseException, config: TrainConfig) -> RunFailed | Non
     return None
 
 
-def run_dir_state(run_dir: Path, config: TrainConfig, created: bool) -> str:
-    """What a failed run leaves: its resumable state, or nothing (the run directory, or the files this run wrote
-    when the directory was there before, removed)."""
+def resume_hint(run_dir: Path, config: TrainConfig) -> tuple[int | None, str] | None:
+    """What ``--resume`` continues in `run_dir`: the epoch its ``last.pt`` holds (None for a label-refinement
+    pipeline past its first stage) and the hint naming the command; None when there is nothing to resume."""
+    command = resume_command(config.model, run_dir)
     if (run_dir / LAST_FILE).is_file():
         saved = load_checkpoint(run_dir / LAST_FILE, keys=RESUME_KEYS)["epoch"]
-        return f"{run_dir / LAST_FILE} holds epoch {saved}: resume with {resume_command(config.model, run_dir)}"
-    if resumable(run_dir):  # a label-refinement pipeline past its first stage
-        return f"resume with {resume_command(config.model, run_dir)}"
+        return saved, f"{run_dir / LAST_FILE} holds epoch {saved}: resume with {command}"
+    return (None, f"resume with {command}") if resumable(run_dir) else None
+
+
+def run_dir_state(run_dir: Path, config: TrainConfig, created: bool) -> str:
+    """What a failed run leaves: its resume hint, or nothing (the run directory, or the files this run wrote when
+    the directory was there before, removed)."""
+    hint = resume_hint(run_dir, config)
+    if hint is not None:
+        return hint[1]
     if not run_dir.exists():
         return "no epoch had finished: nothing was written"
     if created:
