@@ -42,8 +42,8 @@ from avel_fast.metrics import SCALAR_METRICS, segment_metrics
 from avel_fast.postprocess import b2ilc
 from avel_fast.predictions import DATA_LABELS, predictions_file, write_predictions
 from avel_fast.train.config import TrainConfig, TrainingError
-from avel_fast.train.distributed import DistributedContext, distributed_context, localized, resume_command
-from avel_fast.train.failures import DivergenceWatch, settled_on_failure
+from avel_fast.train.distributed import DistributedContext, distributed_context, localized
+from avel_fast.train.failures import DivergenceWatch, resume_hint, settled_on_failure
 from avel_fast.train.families import family_of
 from avel_fast.train.families.base import TrainBatch, autocast
 from avel_fast.train.data import FeatureStats, RunData, load_split
@@ -62,7 +62,6 @@ from avel_fast.train.run_dir import (
     TEST_METRICS_FILE,
     append_metrics,
     check_new_run_dir,
-    resumable,
     check_writable,
     load_checkpoint,
     load_model_state,
@@ -474,17 +473,13 @@ def resume_config(run_dir: str | Path, **requested) -> TrainConfig:
 def interrupted_message(run_dir: str | Path, config: TrainConfig) -> str:
     """What a user who stopped training with Ctrl-C needs to know: the epoch that was cut and what ``last.pt``
     holds, or that there is nothing to resume; ``last.pt`` is written atomically, so it is always whole."""
-    run_dir = Path(run_dir)
-    if not (run_dir / LAST_FILE).is_file():
-        if resumable(run_dir):  # a label-refinement pipeline stopped in an earlier stage
-            return f"interrupted; resume with {resume_command(config.model, run_dir)}"
+    hint = resume_hint(Path(run_dir), config)
+    if hint is None:
         return f"interrupted before the first epoch ended: {run_dir} holds nothing to resume; run the command again"
-    saved = load_checkpoint(run_dir / LAST_FILE, keys=RESUME_KEYS)["epoch"]
-    where = "during the test evaluation" if saved == config.epochs else f"at epoch {saved + 1}"
-    return (
-        f"interrupted {where}; {run_dir / LAST_FILE} holds epoch {saved}: resume with "
-        f"{resume_command(config.model, run_dir)}"
-    )
+    saved, text = hint
+    if saved is None:  # a label-refinement pipeline stopped in an earlier stage
+        return f"interrupted; {text}"
+    return f"interrupted {'during the test evaluation' if saved == config.epochs else f'at epoch {saved + 1}'}; {text}"
 
 
 def evaluate_run(
