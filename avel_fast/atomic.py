@@ -2,6 +2,7 @@
 `os.replace`, so a killed process leaves either the old or the new file, never half of one."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,5 +18,6 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             write(stream)
         os.replace(temporary, path)
     except BaseException:
-        os.unlink(temporary)
+        with contextlib.suppress(FileNotFoundError):  # an interrupt just after os.replace: already moved
+            os.unlink(temporary)
         raise

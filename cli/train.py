@@ -31,7 +31,7 @@ from avel_fast.train import (
     train,
     train_seeds,
 )
-from avel_fast.train.distributed import is_main_process
+from avel_fast.train.distributed import is_main_process, resume_command
 from avel_fast.train.options import value_type
 from avel_fast.train.runner import interrupted_message
 from avel_fast.train.sweep import format_mean_std, metric_label, report_columns
@@ -200,8 +200,8 @@ def run_training(model: str, *, out: Path | None, resume: bool, seeds: int | Non
         except KeyboardInterrupt:
             if seeds is not None:
                 raise TrainingError(
-                    f"interrupted; finished seeds are kept: resume with avel-fast train {config.model} --resume "
-                    f"--seeds {seeds} --out {out}"
+                    f"interrupted; finished seeds are kept: resume with {resume_command(config.model, out)} "
+                    f"--seeds {seeds}"
                 ) from None
             raise TrainingError(interrupted_message(out, config)) from None
     except (TrainingError, AVEFormatError) as err:

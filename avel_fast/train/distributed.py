@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import inspect
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -155,6 +156,36 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer")
+"""What gloo says when a peer process has gone (killed, or stopped by its own error)."""
+
+
+class JobStopped(RuntimeError):
+    """SIGTERM under torchrun, which sends it to every process when one fails."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise JobStopped("this process got SIGTERM, which torchrun sends to all when one fails")
+
+
+def peer_failure(err: BaseException) -> bool:
+    """Whether `err`, raised under torchrun, says that another rank has gone or stopped answering."""
+    if not launched_by_torchrun():
+        return False
+    lost = isinstance(err, RuntimeError) and any(marker in str(err) for marker in PEER_LOST)
+    return lost or isinstance(err, (dist.DistError, JobStopped))
+
+
+def resume_command(model: str, run_dir: object) -> str:
+    """The command that resumes the run in `run_dir`: under torchrun with the job's node and process counts."""
+    launcher = "avel-fast"
+    if launched_by_torchrun():
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        nodes = int(os.environ["WORLD_SIZE"]) // per_node
+        launcher = f"torchrun{f' --nnodes={nodes}' if nodes > 1 else ''} --nproc-per-node={per_node} -m avel_fast"
+    return f"{launcher} train {model} --resume --out {run_dir}"
+
+
 def _timeout() -> timedelta:
     value = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
     try:
@@ -169,8 +200,8 @@ def _timeout() -> timedelta:
 @contextlib.contextmanager
 def distributed_context(device: str) -> Iterator[DistributedContext]:
     """The context of this process for a run on `device`: under torchrun the process group (set up here unless
-    the caller did, and then torn down here after a run that ended normally) and ``cuda:LOCAL_RANK`` for a CUDA
-    `device`."""
+    the caller did, and then torn down here after a run that ended normally), ``cuda:LOCAL_RANK`` for a CUDA
+    `device`, and SIGTERM raising `JobStopped` (ignored once an error is on its way out)."""
     if not launched_by_torchrun():
         yield DistributedContext(device=device)
         return
@@ -181,7 +212,13 @@ def distributed_context(device: str) -> Iterator[DistributedContext]:
     owner = not dist.is_initialized()
     if owner:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=_timeout())
-    yield DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+    except BaseException:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # failing already: let the error line out before torchrun's kill
+        raise
+    signal.signal(signal.SIGTERM, previous)
     if owner:  # not after an error: a peer that died could keep the teardown waiting
         dist.barrier()  # rank 0 may still be writing the run directory: tear the group down together
         dist.destroy_process_group()

@@ -34,6 +34,7 @@ from avel_fast.predictions import predictions_file, write_predictions
 from avel_fast.train.config import TrainConfig
 from avel_fast.train.distributed import DistributedContext, distributed_context, localized
 from avel_fast.train.errors import TrainingError
+from avel_fast.train.failures import DivergenceWatch
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.run_dir import (
     BEST_FILE,
@@ -149,7 +150,8 @@ class EpochTrainer:
         progress: TrainProgress,
         context: DistributedContext | None = None,
     ) -> None:
-        self.model, self.optimizer, self.data, self.config, self.progress = model, optimizer, data, config, progress
+        self.family, self.model, self.optimizer, self.data = family, model, optimizer, data
+        self.config, self.progress = config, progress
         self.context = context or DistributedContext(device=config.device)
         self.schedule = family.schedule(config)
         self.steps = data.train.num_batches(config.batch_size, drop_last=family.drop_last)
@@ -171,22 +173,31 @@ class EpochTrainer:
         host_order = train.order(seed=self.config.seed, epoch=epoch, device="cpu")
         order, host_order = on_device(host_order, train.device), host_order.numpy()
         totals = torch.zeros(3, dtype=torch.float64, device=train.device)
-        reported = 0
+        watch, reported = DivergenceWatch(train.device), 0
         for step in range(self.steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
             lr = self.learning_rate(epoch, step)
-            self.step(epoch, step, lr, host_order[rows], order[rows], totals)
+            self.step(epoch, step, lr, host_order[rows], order[rows], totals, watch)
             if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == self.steps:
                 loss, accuracy = self.running_figures(totals, min(rows.stop, len(train)))
+                watch.check(epoch, self.family, self.config, self.context)
                 self.progress.step(epoch, self.config.epochs, loss, accuracy, steps=step + 1 - reported)
                 reported = step + 1
         return loss, accuracy, lr
 
     def step(
-        self, epoch: int, step: int, lr: float, global_index: np.ndarray, rows: torch.Tensor, totals: torch.Tensor
+        self,
+        epoch: int,
+        step: int,
+        lr: float,
+        global_index: np.ndarray,
+        rows: torch.Tensor,
+        totals: torch.Tensor,
+        watch: DivergenceWatch,
     ) -> None:
         """One optimizer step on this rank's share of the global batch (`global_index` on the host, `rows` on
-        the device); adds loss·videos, correct segments and segments of the share to `totals` on the device."""
+        the device); adds loss·videos, correct segments and segments of the share to `totals` on the device and
+        shows the loss and the updated weights to `watch`."""
         share = self.context.share(len(global_index))
         batch = TrainBatch(self.data.train.rows(rows[share.positions]), global_index, share.positions)
         for group in self.optimizer.param_groups:
@@ -197,6 +208,7 @@ class EpochTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         (output.loss * share.weight).backward()
         self.optimizer.step()
+        watch.observe(step, output.loss, self.model.parameters())
         if share.count:  # a borrowed video (weight 0) counts nowhere
             totals[0] += output.loss.detach() * share.count
             totals[1] += (output.logits.detach().argmax(dim=-1) == output.labels).sum()

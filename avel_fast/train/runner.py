@@ -13,11 +13,12 @@ from avel_fast.train.config import TrainConfig
 from avel_fast.train.data import FeatureStats, load_split
 from avel_fast.train.errors import TrainingError
 from avel_fast.train.evaluation import check_protocol, label_set_name, protocol_classes, split_label_set
+from avel_fast.train.failures import resume_hint, settled_on_failure
 from avel_fast.train.loop import fitted_config
 from avel_fast.train.predict import predict_scores
 from avel_fast.train.progress import TrainProgress
 from avel_fast.train.registry import family_of
-from avel_fast.train.run_dir import BEST_FILE, LAST_FILE, RESUME_KEYS, load_checkpoint, load_model_state, read_config
+from avel_fast.train.run_dir import BEST_FILE, load_checkpoint, load_model_state, read_config
 from avel_fast.train.runtime import configure_precision, make_deterministic
 
 
@@ -42,9 +43,9 @@ def train(
     resumable run (a time-sliced job; the resume tests use it). Under torchrun every rank calls it with the same
     arguments and gets the report (docs/distributed.md).
     """
-    return family_of(config.model).run(
-        config, Path(run_dir), resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run
-    )
+    run_dir, family = Path(run_dir), family_of(config.model)
+    with settled_on_failure(run_dir, family, config):
+        return family.run(config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
 
 
 def resume_config(run_dir: str | Path, model: str | None = None, **requested) -> TrainConfig:
@@ -69,15 +70,13 @@ def resume_config(run_dir: str | Path, model: str | None = None, **requested) ->
 def interrupted_message(run_dir: str | Path, config: TrainConfig) -> str:
     """What a user who stopped training with Ctrl-C needs to know: the epoch that was cut and what ``last.pt``
     holds, or that there is nothing to resume; ``last.pt`` is written atomically, so it is always whole."""
-    run_dir = Path(run_dir)
-    resume = f"resume with avel-fast train {config.model} --resume --out {run_dir}"
-    if not (run_dir / LAST_FILE).is_file():
-        if family_of(config.model).resumable(run_dir):  # a recipe stopped in an earlier stage
-            return f"interrupted; {resume}"
+    hint = resume_hint(Path(run_dir), family_of(config.model), config)
+    if hint is None:
         return f"interrupted before the first epoch ended: {run_dir} holds nothing to resume; run the command again"
-    saved = load_checkpoint(run_dir / LAST_FILE, keys=RESUME_KEYS)["epoch"]
-    where = "during the test evaluation" if saved == config.epochs else f"at epoch {saved + 1}"
-    return f"interrupted {where}; {run_dir / LAST_FILE} holds epoch {saved}: {resume}"
+    saved, text = hint
+    if saved is None:  # a recipe stopped in an earlier stage
+        return f"interrupted; {text}"
+    return f"interrupted {'during the test evaluation' if saved == config.epochs else f'at epoch {saved + 1}'}; {text}"
 
 
 def evaluate_run(

@@ -134,6 +134,11 @@ class ModelFamily:
         """The family's recipe: one call of the loop (`avel_fast.train.loop.fit`) by default."""
         return fit(self, config, run_dir, resume=resume, progress=progress, max_epochs_this_run=max_epochs_this_run)
 
+    def failure_options(self, config: TrainConfig, failure: str) -> tuple[str, ...]:
+        """This family's options, beside ``--lr`` / ``--batch-size``, that the one-line advice of a `failure`
+        (``divergence``, ``memory``) names to lower (docs/training.md#failures): none by default."""
+        return ()
+
     def resumable(self, run_dir: Path) -> bool:
         """Whether `run_dir` holds something ``--resume`` continues: a ``last.pt`` by default."""
         return (run_dir / LAST_FILE).is_file()

@@ -79,3 +79,7 @@ class DPNetFamily(ModelFamily):
     def build_model(self, config, fast: bool):
         module = models if fast else reference
         return module.DPNet(audio_dim=audio_dim(config), dim=config.options.dim, dropout=config.options.dropout)
+
+    def failure_options(self, config, failure: str) -> tuple[str, ...]:
+        """Out of memory: the width."""
+        return ("dim",) if failure == "memory" else ()

@@ -96,6 +96,12 @@ class EDRNetFamily(ModelFamily):
             audio_dim=audio_dim(config), dim=options.dim, visual_channels=options.visual_channels
         )
 
+    def failure_options(self, config, failure: str) -> tuple[str, ...]:
+        """Divergence: the LSS weight when the loss is on; out of memory: the width."""
+        if failure == "divergence":
+            return ("lss_weight",) if config.options.lss else ()
+        return ("dim",)
+
     def training_set(self, train: AVEData, config) -> AVEData:
         """With ``smb`` (SEL only): the train split followed by its SMB-fused videos."""
         if config.options.smb:
