@@ -105,7 +105,7 @@ class Launch:
     @property
     def arguments(self) -> dict:
         """Every argument by parameter name (positional and keyword, constexprs included)."""
-        return inspect.signature(self.kernel.fn).bind_partial(*self.args, **self.kwargs).arguments
+        return kernel_arguments(self.kernel.fn, self.args, self.kwargs)
 
     @property
     def ctas(self) -> int:
@@ -127,6 +127,13 @@ class Launch:
             return None
 
 
+def kernel_arguments(fn, args: tuple, kwargs: dict) -> dict:
+    """The arguments of a launch by the kernel's parameter names; launch options (``num_warps``, ...) left out."""
+    parameters = inspect.signature(fn).parameters
+    own = {name: value for name, value in kwargs.items() if name in parameters}
+    return inspect.signature(fn).bind_partial(*args, **own).arguments
+
+
 def _grid(grid, arguments: dict) -> tuple:
     grid = grid(arguments) if callable(grid) else grid
     return tuple(int(size) for size in grid) + (1,) * (3 - len(grid))
@@ -143,8 +150,7 @@ def capture_launches(workload: str, launches: list[Launch]) -> Iterator[None]:
     original = JITFunction.run
 
     def record(self, *args, grid, warmup, **kwargs):
-        arguments = inspect.signature(self.fn).bind_partial(*args, **kwargs).arguments
-        launches.append(Launch(workload, self, _grid(grid, arguments), args, kwargs))
+        launches.append(Launch(workload, self, _grid(grid, kernel_arguments(self.fn, args, kwargs)), args, kwargs))
 
     saved = {name: os.environ.get(name) for name in ("TRITON_INTERPRET", "AVEL_FAST_BACKEND")}
     os.environ.update(TRITON_INTERPRET="1", AVEL_FAST_BACKEND="triton")

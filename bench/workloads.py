@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from avel_fast import reference
 from avel_fast.constants import AUDIO_DIM, NUM_CLASSES, VISUAL_SHAPE
 from avel_fast.nn import patch
-from avel_fast.train.config import TrainConfig
+from avel_fast.train.families.edrnet import EDRNetOptions
 
 DIM, SEGMENTS = 768, 10
 
@@ -121,7 +121,7 @@ class _EDRNetObjective(torch.nn.Module):
     def forward(self, audio, visual, labels) -> torch.Tensor:
         logits, features = self.model(audio, visual, return_features=True)
         cross_entropy = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
-        return cross_entropy + TrainConfig.lss_weight * self.lss(features, labels)
+        return cross_entropy + EDRNetOptions.lss_weight * self.lss(features, labels)
 
 
 STEPS = (
