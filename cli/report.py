@@ -16,7 +16,7 @@ def report_command(
     """Figures and an index.html of a run or a seed sweep, written to PATH/report/.
 
     Learning curves, confusion matrix, per-class accuracy and test-video timelines of each run; for a sweep also
-    the spread of every test metric over the seeds. Needs matplotlib (pip install -e ".\\[report]" in a clone).
+    the spread of every test metric over the seeds. Needs matplotlib (pip install -e ".[report]" in a clone).
     """
     from avel_fast.report import build_report
 

@@ -111,7 +111,7 @@ def test_probe_json_probes_the_random_initialisation_with_recalibrated_batchnorm
     import json
 
     from avel_fast.train import resolve_config
-    from avel_fast.train.engine import seed_everything
+    from avel_fast.train.runtime import seed_everything
     from avel_fast.train.families.pretext import PretextFamily, load_pretext_data
 
     config = resolve_config("pretext", preset="smoke", device="cpu")
