@@ -25,24 +25,36 @@ from avel_fast.audio.filterbanks import (
 from avel_fast.audio.signal import as_waveform_batch, check_chunk, default_chunk, fft_resample, squared_magnitude
 
 CPU_CHUNK = 32
-"""Clips per batch on the CPU: batching the STFT and one mel GEMM is ~1.5x faster than clip by clip."""
+"""Clips per batch on the CPU: batching the STFT and the mel GEMMs is ~1.5x faster than clip by clip."""
+MEL_GROUP = 16
+"""Mel bands per GEMM: each group of neighbouring triangles multiplies only the FFT bins it covers (the bank is
+1.5 % non-zero; 8 GEMMs over 17 % of the dense one's work)."""
 
 
 @lru_cache(maxsize=8)
 def _banks(n_mfcc: int, dtype: torch.dtype, device: torch.device):
+    """The STFT window, the mel bank as (first bin, end bin, weights [bins, bands]) per `MEL_GROUP` bands, and the
+    DCT [128, n_mfcc]."""
     window = torch.hann_window(MFCC_N_FFT, periodic=True, dtype=dtype, device=device)
-    mel = torch.as_tensor(mel_filters(MFCC_SR, MFCC_N_FFT, MFCC_N_MELS).T.copy(), dtype=dtype, device=device)
+    bank = mel_filters(MFCC_SR, MFCC_N_FFT, MFCC_N_MELS).T
+    groups = []
+    for first_band in range(0, MFCC_N_MELS, MEL_GROUP):
+        weights = bank[:, first_band:first_band + MEL_GROUP]
+        covered = weights.any(axis=1).nonzero()[0]
+        first, end = int(covered[0]), int(covered[-1]) + 1
+        groups.append((first, end, torch.as_tensor(weights[first:end].copy(), dtype=dtype, device=device)))
     dct = torch.as_tensor(dct_matrix(n_mfcc, MFCC_N_MELS).T.copy(), dtype=dtype, device=device)
-    return window, mel, dct
+    return window, tuple(groups), dct
 
 
 def _mfcc_chunk(x: torch.Tensor, n_mfcc: int) -> torch.Tensor:
-    window, mel, dct = _banks(n_mfcc, x.dtype, x.device)
+    window, mel_groups, dct = _banks(n_mfcc, x.dtype, x.device)
     spectrum = torch.stft(x, MFCC_N_FFT, MFCC_HOP, window=window, center=True, pad_mode="constant",
                           return_complex=True)
     power = squared_magnitude(spectrum.transpose(1, 2))
-    decibels = (power.reshape(-1, power.shape[-1]) @ mel).clamp_min_(MFCC_AMIN).log10_().mul_(10.0)
-    decibels = decibels.reshape(power.shape[0], -1, mel.shape[1])
+    rows = power.reshape(-1, power.shape[-1])
+    mel = torch.cat([rows[:, first:end] @ weights for first, end, weights in mel_groups], dim=1)
+    decibels = mel.clamp_min_(MFCC_AMIN).log10_().mul_(10.0).reshape(power.shape[0], -1, MFCC_N_MELS)
     floored = torch.maximum(decibels, decibels.amax(dim=(1, 2), keepdim=True) - MFCC_TOP_DB)
     return (floored @ dct).transpose(1, 2)
 

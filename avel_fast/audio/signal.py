@@ -27,7 +27,7 @@ def as_waveform_batch(waveform, sample_rate, dtype: torch.dtype, device) -> tupl
         raise ValueError(f"waveform must be floating point (full scale, e.g. int16 / 32768), got {waveform.dtype}")
     if waveform.dim() not in (1, 2):
         raise ValueError(f"waveform must be [S] or [N, S] (mono), got {waveform.dim()}-D shape {tuple(waveform.shape)}")
-    if not bool(torch.isfinite(waveform).all()):
+    if waveform.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(waveform))).all()):  # NaN propagates
         raise ValueError("waveform contains NaN or inf")
     single = waveform.dim() == 1
     device = waveform.device if device is None else resolve_device(device)
