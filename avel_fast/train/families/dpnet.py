@@ -1,4 +1,4 @@
-"""DPNet as a family of the engine: Replicate and Link in SEL (docs/training.md#augmentations, DPNet §3.4)."""
+"""DPNet as a family of the loop: Replicate and Link in SEL (docs/training.md#augmentations, DPNet §3.4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
