@@ -12,7 +12,6 @@ import torch.nn.functional as F
 import avel_fast.nn.rgct as fast_rgct
 from _interpret import run_interpreted
 from avel_fast import reference
-from avel_fast.backend import triton_interpreted
 from avel_fast.nn import RGCT
 
 # (videos, steps, in_dim, out_dim, group size): odd sizes, one time step, and chunked D in the kernels
