@@ -101,5 +101,5 @@ def test_model_forward_backward(benchmark, impl, name):
         return loss
 
     record(benchmark, f"{name}-step/fwd+bwd", impl)
-    loss = benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    loss = benchmark.pedantic(step, rounds=15, warmup_rounds=2)
     assert torch.isfinite(loss)
