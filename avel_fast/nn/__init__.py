@@ -6,7 +6,8 @@ from avel_fast.nn.attention import AudioGuidedAttention
 from avel_fast.nn.dpnet import DPBlock, TemporalConv
 from avel_fast.nn.fusion import GatedFusion
 from avel_fast.nn.lss import LSSLoss
+from avel_fast.nn.lstm import BiLSTM
 from avel_fast.nn.patching import patch, unpatch
 from avel_fast.nn.rgct import RGCT
 
-__all__ = ["RGCT", "AudioGuidedAttention", "DPBlock", "GatedFusion", "LSSLoss", "TemporalConv", "patch", "unpatch"]
+__all__ = ["RGCT", "AudioGuidedAttention", "BiLSTM", "DPBlock", "GatedFusion", "LSSLoss", "TemporalConv", "patch", "unpatch"]

@@ -8,6 +8,7 @@ from avel_fast.nn.attention import AudioGuidedAttention
 from avel_fast.nn.dpnet import DPBlock, TemporalConv
 from avel_fast.nn.fusion import GatedFusion
 from avel_fast.nn.lss import LSSLoss
+from avel_fast.nn.lstm import BiLSTM
 from avel_fast.nn.rgct import RGCT
 
 FAST_OF = {
@@ -17,6 +18,7 @@ FAST_OF = {
     reference.GatedFusion: GatedFusion,
     reference.LSSLoss: LSSLoss,
     reference.AudioGuidedAttention: AudioGuidedAttention,
+    reference.ave.BiLSTM: BiLSTM,
 }
 REFERENCE_OF = {fast: ref for ref, fast in FAST_OF.items()}
 
@@ -31,8 +33,8 @@ def swap_classes(model: nn.Module, mapping: dict[type, type]) -> nn.Module:
 
 
 def patch(model: nn.Module) -> nn.Module:
-    """Make every reference RGCT/TemporalConv/DPBlock/GatedFusion/LSSLoss/AudioGuidedAttention in `model` the fast
-    class, in place.
+    """Make every reference RGCT/TemporalConv/DPBlock/GatedFusion/LSSLoss/AudioGuidedAttention/BiLSTM in `model`
+    the fast class, in place.
 
     Parameters, buffers and hooks are untouched (the fast classes add none), so `state_dict` is unchanged;
     subclasses of the reference classes defined by users are left alone. Returns `model`.

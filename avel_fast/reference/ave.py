@@ -119,7 +119,8 @@ def cpu_bf16_lstm_supported() -> bool:
     return True
 
 
-def _needs_fp32_lstm(input: torch.Tensor) -> bool:
+def needs_fp32_lstm(input: torch.Tensor) -> bool:
+    """Whether an LSTM call on `input` would ask this CPU for the bf16 LSTM it lacks (CPU bf16 autocast)."""
     return (
         input.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
@@ -134,7 +135,7 @@ class BiLSTM(nn.LSTM):
     everywhere else (docs/weak.md#precision)."""
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
-        if not _needs_fp32_lstm(input):
+        if not needs_fp32_lstm(input):
             return super().forward(input, hx)
         with torch.autocast("cpu", enabled=False):
             return super().forward(input.float(), None if hx is None else tuple(h.float() for h in hx))
