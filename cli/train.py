@@ -52,7 +52,7 @@ def _value(value) -> str:
     return "nan" if value is None or value != value else f"{value:.4f}"
 
 
-def scalar_table(title: str, columns: dict[str, dict]) -> Table:
+def scalar_table(title: str | None, columns: dict[str, dict]) -> Table:
     """One row per scalar metric (docs/metrics.md), one column per metrics dict."""
     table = Table(title=title)
     table.add_column("metric")
@@ -212,8 +212,9 @@ def run_training(model: str, *, out: Path | None, resume: bool, seeds: int | Non
         console.print(summary_table(summary))
         console.print(f"sweep directory: {out} (summary.json)", soft_wrap=True)
         return
-    title = f"best validation epoch {report['epoch']} (val acc {report['val_accuracy']:.4f})"
-    console.print(scalar_table(title, report_columns(report, family_of(model).metric_variants(config))))
+    # the title as a line of its own: a table's title wraps at the width of its (narrow) table
+    console.print(f"best validation epoch {report['epoch']} (val acc {report['val_accuracy']:.4f})", soft_wrap=True)
+    console.print(scalar_table(None, report_columns(report, family_of(model).metric_variants(config))))
     for section, values in report.get("summaries", {}).items():
         console.print(f"{section}: " + ", ".join(f"{name} {_value(value)}" for name, value in values.items()))
     console.print(f"run directory: {out}", soft_wrap=True)

@@ -67,6 +67,8 @@ def test_smoke_run_writes_a_complete_run_directory(tmp_path, model, flags):
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["val_accuracy"] == max(json.loads(line)["val"]["accuracy"] for line in (out / "metrics.jsonl").open())
     assert f"{report['metrics']['accuracy']:.4f}" in result.output
+    title = f"best validation epoch {report['epoch']} (val acc {report['val_accuracy']:.4f})"
+    assert title in result.output.splitlines()  # one line, not wrapped at the table's width
 
 
 def test_eval_prints_the_full_table_of_the_selected_checkpoint(tmp_path):
