@@ -14,6 +14,7 @@ from _interpret import run_interpreted
 from avel_fast import models, nn
 
 SEGMENTS = 10  # EDRNet's convolutions need the full ten segments
+WEAK_SEGMENTS = 3  # the AVE/PSP graphs grow with the unrolled LSTM steps; three keep the capture quick
 
 
 def mean_square(outputs) -> torch.Tensor:
@@ -37,9 +38,10 @@ def edrnet_case():
 
 
 def weak_case(model_class, *args):
-    """The whole model: the audio-guided attention, the Bi-LSTMs and what follows them."""
+    """The whole model: the audio-guided attention, the Bi-LSTMs (unrolled over `WEAK_SEGMENTS` steps each way
+    while compiling) and what follows them."""
     model = model_class(*args, visual_dim=8)
-    return model, (torch.randn(2, SEGMENTS, 128), torch.randn(2, SEGMENTS, 7, 7, 8)), {}, mean_square
+    return model, (torch.randn(2, WEAK_SEGMENTS, 128), torch.randn(2, WEAK_SEGMENTS, 7, 7, 8)), {}, mean_square
 
 
 WEAK = {"ave": lambda: weak_case(models.AVEBaseline), "psp-sel": lambda: weak_case(models.PSPNet, "sel"),
