@@ -111,7 +111,9 @@ def _rank_of(pid: int) -> int | None:
 @pytest.mark.skipif(
     not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file(), reason="finds the ranks through /proc"
 )
-def test_a_killed_rank_ends_the_job_with_an_error(tmp_path):
+def test_a_killed_rank_ends_the_job_with_one_avel_fast_line(tmp_path):
+    """torchrun's report names the killed rank; avel-fast's own output is one error line with the resume hint
+    (docs/distributed.md#failures)."""
     out = tmp_path / "run"
     process = torchrun(*smoke_args("dpnet", out, epochs=200))
     wait_for(out / "last.pt", process)
@@ -121,6 +123,12 @@ def test_a_killed_rank_ends_the_job_with_an_error(tmp_path):
     code, output = finish(process, timeout=60)
     assert code != 0 and time.monotonic() - killed < 60
     assert "Signal 9 (SIGKILL)" in output and "rank      : 1" in output
+    lines = [line for line in output.splitlines() if "error:" in line]
+    assert len(lines) == 1, output
+    assert "error: a process of the torchrun job stopped (" in lines[0]
+    assert "holds epoch" in lines[0]
+    assert f"torchrun --nproc-per-node=2 -m avel_fast train dpnet --resume --out {out}" in lines[0]
+    assert "[rank0]: Traceback" not in output
 
 
 @pytest.mark.parametrize(

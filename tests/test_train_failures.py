@@ -2,10 +2,7 @@
 leaving its run directory resumable from its last good ``last.pt`` or removed (docs/training.md#failures)."""
 import errno
 import os
-import signal
-import time
 from math import nan
-from pathlib import Path
 
 import pytest
 import torch
@@ -196,26 +193,3 @@ def test_the_resume_hints_under_torchrun_show_the_torchrun_command(tmp_path, mon
     assert lost.cause == "a process of the torchrun job stopped (Connection reset by peer)"
     stopped = resource_failure(JobStopped("this process got SIGTERM"), AVE, config)
     assert stopped.cause == "a process of the torchrun job stopped (this process got SIGTERM)"
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").is_file(), reason="finds the ranks through /proc"
-)
-def test_a_killed_rank_ends_the_torchrun_job_with_one_avel_fast_line(tmp_path):
-    from test_train_distributed import _rank_of, finish, smoke_args, torchrun, wait_for
-
-    out = tmp_path / "run"
-    process = torchrun(*smoke_args("dpnet", out, epochs=200))
-    wait_for(out / "last.pt", process)
-    workers = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
-    os.kill(next(pid for pid in workers if _rank_of(pid) == 1), signal.SIGKILL)
-    killed = time.monotonic()
-    code, output = finish(process, timeout=60)
-    assert code != 0 and time.monotonic() - killed < 60
-    lines = [line for line in output.splitlines() if "error:" in line]
-    assert len(lines) == 1, output
-    assert "error: a process of the torchrun job stopped (" in lines[0]
-    assert "holds epoch" in lines[0]
-    assert f"torchrun --nproc-per-node=2 -m avel_fast train dpnet --resume --out {out}" in lines[0]
-    assert "[rank0]: Traceback" not in output
