@@ -129,9 +129,9 @@ class Launch:
 
 def kernel_arguments(fn, args: tuple, kwargs: dict) -> dict:
     """The arguments of a launch by the kernel's parameter names; launch options (``num_warps``, ...) left out."""
-    parameters = inspect.signature(fn).parameters
-    own = {name: value for name, value in kwargs.items() if name in parameters}
-    return inspect.signature(fn).bind_partial(*args, **own).arguments
+    signature = inspect.signature(fn)
+    own = {name: value for name, value in kwargs.items() if name in signature.parameters}
+    return signature.bind_partial(*args, **own).arguments
 
 
 def _grid(grid, arguments: dict) -> tuple:

@@ -10,6 +10,8 @@ directions).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,10 +77,7 @@ class BiLSTM(nn.RNNBase):
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         if torch.compiler.is_compiling() and self.unrollable(input):
             return unrolled_bilstm(self, input, hx)
-        if not reference.needs_fp32_lstm(input):
-            return nn.LSTM.forward(self, input, hx)
-        with torch.autocast("cpu", enabled=False):
-            return nn.LSTM.forward(self, input.float(), None if hx is None else tuple(h.float() for h in hx))
+        return reference.lstm_in_supported_precision(functools.partial(nn.LSTM.forward, self), input, hx)
 
     def unrollable(self, input: torch.Tensor) -> bool:
         """Whether `unrolled_bilstm` computes this call: the configuration of `reference.ave.bidirectional_lstm`

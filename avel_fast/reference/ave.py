@@ -119,14 +119,19 @@ def cpu_bf16_lstm_supported() -> bool:
     return True
 
 
-def needs_fp32_lstm(input: torch.Tensor) -> bool:
-    """Whether an LSTM call on `input` would ask this CPU for the bf16 LSTM it lacks (CPU bf16 autocast)."""
-    return (
+def lstm_in_supported_precision(forward, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None):
+    """`forward(input, hx)` of an LSTM, in fp32 with autocast off and its inputs cast where CPU bf16 autocast
+    would ask this CPU for the bf16 LSTM it lacks (`cpu_bf16_lstm_supported`); unchanged everywhere else."""
+    needs_fp32 = (
         input.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
         and not cpu_bf16_lstm_supported()
     )
+    if not needs_fp32:
+        return forward(input, hx)
+    with torch.autocast("cpu", enabled=False):
+        return forward(input.float(), None if hx is None else tuple(h.float() for h in hx))
 
 
 class BiLSTM(nn.LSTM):
@@ -135,10 +140,7 @@ class BiLSTM(nn.LSTM):
     everywhere else (docs/weak.md#precision)."""
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
-        if not needs_fp32_lstm(input):
-            return super().forward(input, hx)
-        with torch.autocast("cpu", enabled=False):
-            return super().forward(input.float(), None if hx is None else tuple(h.float() for h in hx))
+        return lstm_in_supported_precision(super().forward, input, hx)
 
 
 def bidirectional_lstm(input_size: int) -> BiLSTM:

@@ -417,7 +417,7 @@ class WeakFamily(ModelFamily):
             "val": compared["refined"], "val_trivial": compared["trivial"],
             "val_ground_truth": compared["ground_truth"], "refined_below_trivial": below,
             "train": window_label_quality(labels, train_rows.labels.cpu(), **windows),
-            "train_event_videos": int((train_rows.video_labels[:, :BACKGROUND] > 0).any(dim=1).sum()),
+            "train_event_videos": len(train_rows) - len(background),
             "train_event_videos_all_background": int(all_background.sum()),
         })  # fmt: skip
         if below:
