@@ -101,8 +101,8 @@ def assert_model_matches_reference(name: str, batch: int, segments: int, train: 
 
 
 class OutputSizes(TorchDispatchMode):
-    """Inside ``with OutputSizes() as sizes:``, ``sizes.numels`` lists the element count of every op's tensor
-    outputs."""
+    """Inside ``with OutputSizes() as sizes:``, ``sizes.numels`` lists the element count of every tensor an op
+    creates (views and outputs written in place, ``relu_`` or ``out=``, are no new tensors)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,8 +110,9 @@ class OutputSizes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         result = func(*args, **(kwargs or {}))
-        outputs = result if isinstance(result, (tuple, list)) else (result,)
-        self.numels += [out.numel() for out in outputs if isinstance(out, torch.Tensor)]
+        if not (func.is_view or func._schema.is_mutable):
+            outputs = result if isinstance(result, (tuple, list)) else (result,)
+            self.numels += [out.numel() for out in outputs if isinstance(out, torch.Tensor)]
         return result
 
 
@@ -145,6 +146,74 @@ def assert_models_sync_free() -> None:
 
 def test_torch_epilogue_computes_the_maps_gradient_only_when_required():
     assert_maps_gradient_only_when_required(fast_attention.AttentionEpilogueFunction.apply)
+
+
+# (rows M, inputs K, hidden H, outputs): odd sizes, one of each, AVE's audio branch, visual maps of 4 segments
+BRANCH_SHAPES = [(3, 5, 7, 2), (1, 1, 1, 1), (40, 128, 512, 49), (4 * 49, 512, 512, 49)]
+
+
+def branch_layers(inputs: int, hidden: int, outputs: int, seed: int) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    """The two layers of a branch; hidden unit 0 has zero weights and bias, so its ReLU input is exactly 0."""
+    torch.manual_seed(seed)
+    first, second = torch.nn.Linear(inputs, hidden), torch.nn.Linear(hidden, outputs, bias=False)
+    with torch.no_grad():
+        first.weight[0], first.bias[0] = 0, 0
+    return first, second
+
+
+def branch_results(branch, input, first, second) -> list[torch.Tensor | None]:
+    """Output and the gradients of the input and of the three parameters for a random linear loss."""
+    leaves = [input.detach().clone().requires_grad_(input.requires_grad)]
+    for layer in (first, second):
+        layer.zero_grad(set_to_none=True)
+    output = branch(leaves[0], first, second)
+    (output * torch.randn(output.shape, generator=torch.Generator().manual_seed(3))).sum().backward()
+    return [output.detach(), leaves[0].grad, first.weight.grad, first.bias.grad, second.weight.grad]
+
+
+@pytest.mark.parametrize("shape", BRANCH_SHAPES)
+@pytest.mark.parametrize("input_needs_grad", [False, True])
+def test_linear_relu_linear_is_the_reference_branch_bit_for_bit(shape, input_needs_grad):
+    rows, inputs, hidden, outputs = shape
+    first, second = branch_layers(inputs, hidden, outputs, seed=rows)
+    input = torch.randn(rows, inputs).requires_grad_(input_needs_grad)
+    expected = branch_results(reference.ave.relu_branch, input, first, second)
+    actual = branch_results(fast_attention.linear_relu_linear, input, first, second)
+    for name, got, want in zip(["output", "input.grad", "weight1.grad", "bias1.grad", "weight2.grad"], actual,
+                               expected):
+        assert (got is None) == (want is None), name
+        assert got is None or torch.equal(got, want), name
+
+
+def test_linear_relu_linear_keeps_a_3d_input_shape_and_skips_frozen_layers():
+    first, second = branch_layers(6, 5, 4, seed=0)
+    first.requires_grad_(False)
+    input = torch.randn(2, 3, 6)
+    expected = branch_results(reference.ave.relu_branch, input, first, second)
+    with OutputSizes() as sizes:
+        actual = branch_results(fast_attention.linear_relu_linear, input, first, second)
+    assert actual[0].shape == (2, 3, 4) and actual[1:4] == [None, None, None]
+    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[4], expected[4])
+    assert sizes.numels.count(2 * 3 * 5) == 1  # the hidden activations only: no hidden gradient is computed
+
+
+def test_linear_relu_linear_gives_the_relu_and_its_gradient_no_buffer_of_their_own():
+    rows, inputs, hidden, outputs = BRANCH_SHAPES[2]  # K != H: the input's copy is not counted
+    first, second = branch_layers(inputs, hidden, outputs, seed=0)
+    input = torch.randn(rows, inputs)
+    counts = []
+    for branch in (reference.ave.relu_branch, fast_attention.linear_relu_linear):
+        with OutputSizes() as sizes:
+            branch_results(branch, input, first, second)
+        counts.append(sizes.numels.count(rows * hidden))
+    assert counts == [4, 2]  # reference: first product, ReLU, hidden gradient, ReLU's backward
+
+
+def test_linear_relu_linear_passes_float64_gradcheck():
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (5, 3), (5,), (2, 5)]
+    inputs = [torch.randn(shape, generator=generator, dtype=torch.float64).requires_grad_() for shape in shapes]
+    assert torch.autograd.gradcheck(fast_attention.LinearReluLinear.apply, inputs)
 
 
 def test_torch_path_models_do_not_synchronise(torch_backend):

@@ -7,13 +7,56 @@ returned)``, ``ds = α ⊙ (dα − α·dα)``, ``dV = α dfᵀ``, ``dw_f = Σ d
 ``dg = Σ_d dP``; ``dV`` only when the maps require a gradient (in training they do not). On CUDA the whole
 epilogue is one Triton kernel each way (the custom op `avel_fast::audio_guided_attention_forward`,
 `avel_fast.kernels.audio_guided_attention`), which never writes ``c``, ``H`` or the scores to memory.
+
+The two branches before it (``W^v relu(U^v f^v)`` on the ``[N·49, C]`` maps, ``W^a relu(U^a f^a)``) are
+`LinearReluLinear` on every backend: the reference's GEMMs, with the ReLU applied in place and its backward
+written into the hidden gradient, so neither the ReLU's output nor its gradient takes a buffer of its own.
 """
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from avel_fast.backend import select_backend
 from avel_fast.reference import ave as reference
+
+
+class LinearReluLinear(torch.autograd.Function):
+    """``relu(x W1ᵀ + b1) W2ᵀ`` for ``x`` ``[M, K]``: the ops ``nn.Linear``, ``F.relu`` and ``nn.Linear`` (no bias)
+    run and autograd runs for their backward, in the same order and layouts (bit for bit), with the ReLU in place
+    on the first product and its backward (``threshold_backward``) in place on the hidden gradient."""
+
+    @staticmethod
+    def forward(ctx, input, weight1, bias1, weight2):
+        hidden = torch.addmm(bias1, input, weight1.t()).relu_()
+        ctx.save_for_backward(input, weight1, weight2, hidden)
+        return hidden.mm(weight2.t())
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, weight1, weight2, hidden = ctx.saved_tensors
+        needs_input, needs_weight1, needs_bias1, needs_weight2 = ctx.needs_input_grad
+        grad_weight2 = grad.t().mm(hidden) if needs_weight2 else None
+        if not (needs_input or needs_weight1 or needs_bias1):
+            return None, None, None, grad_weight2
+        grad_hidden = grad.mm(weight2)
+        torch.ops.aten.threshold_backward.grad_input(grad_hidden, hidden, 0, grad_input=grad_hidden)
+        return (
+            grad_hidden.mm(weight1) if needs_input else None,
+            grad_hidden.t().mm(input) if needs_weight1 else None,
+            grad_hidden.sum(0) if needs_bias1 else None,
+            grad_weight2,
+        )
+
+
+def linear_relu_linear(input: torch.Tensor, first: nn.Linear, second: nn.Linear) -> torch.Tensor:
+    """`avel_fast.reference.ave.relu_branch` (``second(relu(first(input)))``) as `LinearReluLinear`; under
+    autocast, or for layers of another shape (a bias on `second`), the reference's composition."""
+    if torch.is_autocast_enabled(input.device.type) or first.bias is None or second.bias is not None:
+        return reference.relu_branch(input, first, second)
+    flat = input.reshape(-1, input.shape[-1])
+    output = LinearReluLinear.apply(flat, first.weight, first.bias, second.weight)
+    return output.view(*input.shape[:-1], output.shape[-1])
 
 
 def attention_backward(
@@ -67,7 +110,7 @@ def audio_guided_attention(layers, audio: torch.Tensor, visual: torch.Tensor) ->
     if backend == "reference":
         return reference.audio_guided_attention(layers, audio, visual)
     batch, segments = audio.shape[:2]
-    projected, audio_term, maps = reference.attention_operands(layers, audio, visual)
+    projected, audio_term, maps = reference.attention_operands(layers, audio, visual, linear_relu_linear)
     if backend == "triton":
         from avel_fast.kernels.audio_guided_attention import audio_guided_attention_forward as epilogue
     else:

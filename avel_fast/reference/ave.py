@@ -36,15 +36,21 @@ def check_attention_input(audio: torch.Tensor, visual: torch.Tensor, audio_dim: 
         raise ValueError(f"audio and visual disagree on [B, T]: {list(audio.shape[:2])} vs {list(visual.shape[:2])}")
 
 
-def attention_operands(layers: nn.Module, audio: torch.Tensor, visual: torch.Tensor):
+def relu_branch(input: torch.Tensor, first: nn.Linear, second: nn.Linear) -> torch.Tensor:
+    """One branch of eq. 1: ``second(relu(first(input)))`` (``W^v U^v(f^v)`` or ``W^a U^a(f^a)``)."""
+    return second(F.relu(first(input)))
+
+
+def attention_operands(layers: nn.Module, audio: torch.Tensor, visual: torch.Tensor, branch=relu_branch):
     """The GEMMs of eq. 1 with the layers of `layers` (``affine_audio``, ``affine_video``, ``affine_v``,
-    ``affine_g``): ``U^v(f^v) W^v`` ``[B·T, 49(k), 49(d)]``, ``W^a U^a(f^a)`` ``[B·T, 49(k)]`` and the raw maps
-    ``[B·T, 49, C]`` flattened row-major (``k = 7·row + col``, as the stored ``[7, 7, C]``). Checks the shapes."""
+    ``affine_g``), each branch computed by `branch` (`relu_branch` or a drop-in for it): ``U^v(f^v) W^v``
+    ``[B·T, 49(k), 49(d)]``, ``W^a U^a(f^a)`` ``[B·T, 49(k)]`` and the raw maps ``[B·T, 49, C]`` flattened
+    row-major (``k = 7·row + col``, as the stored ``[7, 7, C]``). Checks the shapes."""
     check_attention_input(audio, visual, layers.affine_audio.in_features, layers.affine_video.in_features)
     rows = audio.shape[0] * audio.shape[1]
     maps = visual.reshape(rows, LOCATIONS, visual.shape[-1])
-    projected = layers.affine_v(F.relu(layers.affine_video(maps)))
-    audio_term = layers.affine_g(F.relu(layers.affine_audio(audio.reshape(rows, -1))))
+    projected = branch(maps, layers.affine_video, layers.affine_v)
+    audio_term = branch(audio.reshape(rows, -1), layers.affine_audio, layers.affine_g)
     return projected, audio_term, maps
 
 
