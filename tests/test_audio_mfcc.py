@@ -6,6 +6,8 @@ import torch
 
 from avel_fast.audio import mfcc, mfcc_vector
 from avel_fast.audio.filterbanks import dct_matrix, mel_filters
+from avel_fast.audio.mfcc import _power_spectrogram
+from avel_fast.audio.signal import squared_magnitude
 from avel_fast.reference.textures import fft_resample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,6 +60,18 @@ def test_matches_the_numpy_oracle_in_float64():
     batch = clips()
     out = mfcc(torch.from_numpy(batch), SR, dtype=torch.float64, chunk=2).numpy()
     np.testing.assert_allclose(out, np.stack([numpy_oracle(clip) for clip in batch]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_power_spectrogram_clip_by_clip_is_the_batched_one_bit_for_bit(dtype):
+    batch = torch.from_numpy(clips(0.7)).to(dtype)
+    window = torch.hann_window(2048, periodic=True, dtype=dtype)
+    batched = torch.stft(batch, 2048, 512, window=window, center=True, pad_mode="constant", return_complex=True)
+    expected = batched.abs().square().transpose(1, 2)
+    power = _power_spectrogram(batch, window)
+    assert power.shape == expected.shape == (5, 31, 1025)
+    assert torch.equal(power, squared_magnitude(batched.transpose(1, 2)))
+    torch.testing.assert_close(power, expected)
 
 
 def test_db_floor_is_per_clip():

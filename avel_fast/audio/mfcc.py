@@ -25,7 +25,8 @@ from avel_fast.audio.filterbanks import (
 from avel_fast.audio.signal import as_waveform_batch, check_chunk, default_chunk, fft_resample, squared_magnitude
 
 CPU_CHUNK = 32
-"""Clips per batch on the CPU: batching the STFT and the mel GEMMs is ~1.5x faster than clip by clip."""
+"""Clips per batch on the CPU: the mel GEMMs, dB and DCT run on the whole batch (the STFT clip by clip into it,
+`_power_spectrogram`)."""
 MEL_GROUP = 16
 """Mel bands per GEMM: each group of neighbouring triangles multiplies only the FFT bins it covers (the bank is
 1.5 % non-zero; 8 GEMMs over 17 % of the dense one's work)."""
@@ -47,11 +48,24 @@ def _banks(n_mfcc: int, dtype: torch.dtype, device: torch.device):
     return window, tuple(groups), dct
 
 
+def _power_spectrogram(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """|STFT|² of clips [N, S] -> [N, frames, bins]: on the CPU clip by clip into one buffer (a clip's spectrum
+    stays in cache: ~1.5x faster than one batched STFT, the same numbers), batched elsewhere."""
+    def spectrum(clips: torch.Tensor) -> torch.Tensor:
+        return torch.stft(clips, MFCC_N_FFT, MFCC_HOP, window=window, center=True, pad_mode="constant",
+                          return_complex=True).transpose(-2, -1)
+
+    if x.device.type != "cpu":
+        return squared_magnitude(spectrum(x))
+    power = x.new_empty(x.shape[0], 1 + x.shape[1] // MFCC_HOP, MFCC_N_FFT // 2 + 1)
+    for clip, out in zip(x, power):
+        squared_magnitude(spectrum(clip), out=out)
+    return power
+
+
 def _mfcc_chunk(x: torch.Tensor, n_mfcc: int) -> torch.Tensor:
     window, mel_groups, dct = _banks(n_mfcc, x.dtype, x.device)
-    spectrum = torch.stft(x, MFCC_N_FFT, MFCC_HOP, window=window, center=True, pad_mode="constant",
-                          return_complex=True)
-    power = squared_magnitude(spectrum.transpose(1, 2))
+    power = _power_spectrogram(x, window)
     rows = power.reshape(-1, power.shape[-1])
     mel = torch.cat([rows[:, first:end] @ weights for first, end, weights in mel_groups], dim=1)
     decibels = mel.clamp_min_(MFCC_AMIN).log10_().mul_(10.0).reshape(power.shape[0], -1, MFCC_N_MELS)

@@ -60,9 +60,10 @@ def fft_resample(x: torch.Tensor, new_length: int) -> torch.Tensor:
     return torch.fft.irfft(spectrum, new_length, dim=-1) * (new_length / length)
 
 
-def squared_magnitude(z: torch.Tensor) -> torch.Tensor:
-    """|z|² = Re² + Im² of a complex tensor, without the hypot of `abs` (several times faster on the CPU)."""
-    return z.real.square().addcmul_(z.imag, z.imag)
+def squared_magnitude(z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """|z|² = Re² + Im² of a complex tensor (into `out` if given), without the hypot of `abs` (several times faster
+    on the CPU)."""
+    return torch.mul(z.real, z.real, out=out).addcmul_(z.imag, z.imag)
 
 
 def default_chunk(device: torch.device, bytes_per_clip: int, cpu_chunk: int = 1) -> int:
