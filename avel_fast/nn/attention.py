@@ -22,9 +22,10 @@ from avel_fast.reference import ave as reference
 
 
 class LinearReluLinear(torch.autograd.Function):
-    """``relu(x W1ᵀ + b1) W2ᵀ`` for ``x`` ``[M, K]``: the ops ``nn.Linear``, ``F.relu`` and ``nn.Linear`` (no bias)
-    run and autograd runs for their backward, in the same order and layouts (bit for bit), with the ReLU in place
-    on the first product and its backward (``threshold_backward``) in place on the hidden gradient."""
+    """``relu(x W1ᵀ + b1) W2ᵀ`` for ``x`` ``[M, K]``: the GEMMs that ``nn.Linear`` → ``F.relu`` → ``nn.Linear`` (no
+    bias) and their autograd backward call, in the same order and layouts (so the same numbers, bit for bit), with
+    the ReLU applied in place on the first product and its backward (``threshold_backward``) in place on the
+    hidden gradient."""
 
     @staticmethod
     def forward(ctx, input, weight1, bias1, weight2):
