@@ -72,14 +72,15 @@ def attention_backward(
     """Gradients of the projections ``[N, L, D]``, the audio term ``[N, L]``, ``w_f`` ``[D]`` and the raw maps
     ``[N, L, C]`` from those of the attended features and of ``α``; the maps' is None unless `grad_maps` and
     `grad_attended` is given (in training the maps need none)."""
-    grad_v = None
-    grad_scores = torch.zeros_like(attention)
+    grad_v, grad_scores = None, grad_attention
     if grad_attended is not None:
         if grad_maps:
             grad_v = attention.unsqueeze(2) * grad_attended.unsqueeze(1)
         grad_scores = torch.bmm(maps, grad_attended.unsqueeze(2)).squeeze(2)
-    if grad_attention is not None:
-        grad_scores = grad_scores + grad_attention
+        if grad_attention is not None:
+            grad_scores = grad_scores + grad_attention
+    if grad_scores is None:  # neither output has a gradient (gradcheck calls the backward so)
+        grad_scores = torch.zeros_like(attention)
     grad_scores = attention * (grad_scores - (attention * grad_scores).sum(dim=-1, keepdim=True))
     grad_weight = grad_scores.reshape(1, -1) @ hidden.reshape(-1, hidden.shape[-1])
     grad_projected = grad_scores.unsqueeze(2) * score_weight * (1 - hidden * hidden)
