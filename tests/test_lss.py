@@ -79,7 +79,7 @@ def test_random_labels_match_reference(torch_backend, videos, segments, dim):
 def test_more_segments_than_the_table_computes_rows_directly(torch_backend):
     torch.manual_seed(0)
     labels = random_labels(6, 15)
-    assert row_coefficients(labels, torch.float32)[0].shape == (6, 15, 3, 15)  # T uncut rows of H, P, N
+    assert row_coefficients(labels, torch.float32)[0].shape == (6, 3 * 15, 15)  # T uncut rows of H, P, N
     assert_matches_reference(torch.randn(6, 15, 4), labels, margin=2.0)
 
 
@@ -90,10 +90,12 @@ def test_table_rows_are_the_direct_rows_used_first():
     for video, code in enumerate(codes):
         used = weights[video] != 0  # [T, 3]
         for block in range(3):
-            direct = torch.cat([coefficients[video, :, block], weights[video, :, block, None]], dim=1)[used[:, block]]
-            assert torch.equal(table.rows[code, : len(direct), block], direct)
-            assert not table.rows[code, len(direct) :, block].any()
-    assert table.rows.shape[1] == 6  # rows per block: the same for every batch
+            rows, row_weights = table.coefficients[code, block::3], table.weights[code, :, block]
+            direct = int(used[:, block].sum())
+            assert torch.equal(rows[:direct], coefficients[video, used[:, block], block])
+            assert torch.equal(row_weights[:direct], weights[video, used[:, block], block])
+            assert not rows[direct:].any() and not row_weights[direct:].any()
+    assert table.coefficients.shape[1:] == (3 * 6, 10) and table.weights.shape[1:] == (6, 3)  # same for every batch
 
 
 @pytest.mark.parametrize("segments", [1, 2, 5, 10])

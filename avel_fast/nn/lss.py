@@ -76,11 +76,13 @@ TABLE_MAX_SEGMENTS = 12
 
 class PatternTable(NamedTuple):
     """`lss_coefficients` of all ``2**T`` foreground patterns (pattern ``Σ_t fg_t 2^t`` at that index), laid
-    out as `LandShoreSea` takes them: ``[2**T, R, 3, T + 1]``, entry ``[i, k]`` = the i-th used row of block k
-    (H, P, N) followed by its weight (zeros past the used rows); R = the most rows any pattern uses in one
-    block (6 for T = 10), so the rows of a batch have a shape that does not depend on its labels."""
+    out as `LandShoreSea` takes them, so a lookup is its operand without a copy: ``coefficients``
+    ``[2**T, 3R, T]``, row ``3i + k`` = the i-th used row of block k (H, P, N), and its weight at
+    ``weights[:, i, k]`` (zeros past the used rows); R = the most rows any pattern uses in one block (6 for
+    T = 10), so the rows of a batch have a shape that does not depend on its labels."""
 
-    rows: torch.Tensor
+    coefficients: torch.Tensor
+    weights: torch.Tensor  # [2**T, R, 3]
     powers: torch.Tensor  # [T]: 2^t
 
 
@@ -109,27 +111,25 @@ def pattern_table(segments: int, device: torch.device, dtype: torch.dtype) -> Pa
     powers = 1 << torch.arange(segments, device=device)
     bits = (torch.arange(2**segments, device=device).unsqueeze(1) & powers) != 0
     coefficients, weights = by_row(*lss_coefficients(torch.where(bits, 0, BACKGROUND), dtype))
-    used = weights != 0
-    order = torch.argsort(~used, dim=1, stable=True)  # used rows first, per block
-    rows = torch.cat([coefficients, weights.unsqueeze(3)], dim=3)
-    rows = rows.gather(1, order.unsqueeze(3).expand(-1, -1, -1, segments + 1))
-    return PatternTable(rows[:, : most_rows(segments)].contiguous(), powers)
+    order = torch.argsort(weights == 0, dim=1, stable=True)[:, : most_rows(segments)]  # used rows first, per block
+    coefficients = coefficients.gather(1, order.unsqueeze(3).expand(-1, -1, -1, segments))
+    return PatternTable(coefficients.flatten(1, 2).contiguous(), weights.gather(1, order).contiguous(), powers)
 
 
 def row_coefficients(labels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """`lss_coefficients` by row: ``[B, R, 3, T]`` and ``[B, R, 3]`` (no value read back, no shape that depends
-    on the labels).
+    """`lss_coefficients` by row: ``[B, 3R, T]`` (row ``3i + k`` = row i of block k) and ``[B, R, 3]`` (no value
+    read back, no shape that depends on the labels).
 
     Eagerly and for ``T <= 12`` by lookup in `pattern_table` (at most 4096 patterns, R = its row count);
     otherwise computed with R = T, which is also what `torch.compile` traces (no cached table).
     """
     segments = labels.shape[1]
     if segments > TABLE_MAX_SEGMENTS or torch.compiler.is_compiling():
-        return by_row(*lss_coefficients(labels, dtype))
+        coefficients, weights = by_row(*lss_coefficients(labels, dtype))
+        return coefficients.flatten(1, 2), weights
     table = pattern_table(segments, labels.device, dtype)
     codes = ((labels != BACKGROUND) * table.powers).sum(1)
-    rows = table.rows.index_select(0, codes)
-    return rows[..., :segments], rows[..., segments]
+    return table.coefficients.index_select(0, codes), table.weights.index_select(0, codes)
 
 
 class LandShoreSea(torch.autograd.Function):
@@ -144,18 +144,17 @@ class LandShoreSea(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, labels, margin):
         coefficients, weights = row_coefficients(labels, features.dtype)
-        batch, rows, _, segments = coefficients.shape
-        coefficients = coefficients.reshape(batch, 3 * rows, segments)
-        norms = torch.linalg.vector_norm(torch.bmm(coefficients, features), dim=2).view(batch, rows, 3)
+        batch = len(weights)
+        norms = torch.linalg.vector_norm(torch.bmm(coefficients, features), dim=2).view_as(weights)
         slopes = weights / batch  # of the batch mean
         slopes[..., 1:] *= (norms[..., 1] - norms[..., 2] > -margin).unsqueeze(2)
-        ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0).view(batch, -1))
+        ctx.save_for_backward(features, coefficients, torch.where(norms > 0, slopes / norms, 0).view(batch, -1, 1))
         return torch.dot(slopes.flatten(), norms.flatten()).add_(slopes[..., 1].sum(), alpha=margin)
 
     @staticmethod
     def backward(ctx, grad):
         features, coefficients, scale = ctx.saved_tensors
-        scaled = (scale * grad).unsqueeze(2) * coefficients
+        scaled = (scale * grad) * coefficients
         return torch.bmm(torch.bmm(coefficients.transpose(1, 2), scaled), features), None, None
 
 
