@@ -14,7 +14,7 @@ import copy
 import pytest
 import torch
 
-from _device import DEVICE, DIM, record, synchronize
+from _device import DEVICE, DIM, record, synchronize, timed_rounds
 from avel_fast import reference
 from avel_fast.augment import smb_fusion
 from avel_fast.data.synthetic import synthetic_labels
@@ -61,7 +61,7 @@ def run_forward(benchmark, module, inputs, group: str, impl: str):
         return output
 
     record(benchmark, group, impl)
-    return benchmark.pedantic(forward, rounds=10, warmup_rounds=2)
+    return timed_rounds(benchmark, forward, rounds=10)
 
 
 def run_forward_backward(benchmark, module, inputs, parameters, group: str, impl: str):
@@ -75,7 +75,7 @@ def run_forward_backward(benchmark, module, inputs, parameters, group: str, impl
         return grads
 
     record(benchmark, group, impl)
-    return benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    return timed_rounds(benchmark, step, rounds=10)
 
 
 @pytest.mark.parametrize("kernel_size", [1, 3])
@@ -142,5 +142,5 @@ def test_lss_forward_backward(benchmark, impl, training_set):
         return grad
 
     record(benchmark, "lss/fwd+bwd" if training_set == "paper" else "lss-ave/fwd+bwd", impl)
-    grad = benchmark.pedantic(step, rounds=20, warmup_rounds=2)
+    grad = timed_rounds(benchmark, step, rounds=20)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
